@@ -7,12 +7,33 @@ Errors raised here carry messages that are safe to show to the member who caused
 from __future__ import annotations
 
 import dataclasses
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
 
-from engine.jobs import JobSpec
+from engine.jobs import Artifact, JobSpec, ProgressCallback
 from storage.records import JobRecord, Owner
+
+
+class Renderer(Protocol):
+    """The engine as the runner drives it (`engine.renderer.Renderer` satisfies this).
+
+    `render` blocks; call it on the device's own thread. `output` is the final file (its suffix picks
+    the format: .png/.jpg for stills, .mp4 for videos); working files go beside it. `cancel` is checked
+    between iterations and a cancelled job returns its partial result (`Artifact.partial`). `resume` is
+    what an earlier `Progress.checkpoint()` returned. Raises `engine.errors.InvalidJob` for bad input.
+    """
+
+    def render(
+        self,
+        spec: JobSpec,
+        output: Path,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        resume: bytes | None = None,
+    ) -> Artifact: ...
 
 
 class QueueError(Exception):
