@@ -98,7 +98,14 @@ def read_checkpoint(path: Path, expected: Mapping[str, type] = EXPECTED_GLOBALS)
         with safe_globals([(obj, name) for name, obj in expected.items()]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
-        raise ModelLoadError(f"{path.name} could not be loaded safely: {exc}") from exc
+        raise ModelLoadError(f"{path.name} could not be loaded safely: {_unpickler_reason(exc)}") from exc
+
+
+def _unpickler_reason(exc: Exception) -> str:
+    # torch's message advises weights_only=False, which must never be done with a downloaded file
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
+    return (reasons or lines or [type(exc).__name__])[0]
 
 
 def vqgan_state_dict(checkpoint: Any, kind: VQGANKind) -> dict[str, torch.Tensor]:
