@@ -131,6 +131,7 @@ class Header:
     fps: float  # 0.0 when the container does not say
     duration: float  # seconds; 0.0 when the container does not say
     codec: str
+    pix_fmt: str
     audio_codec: str | None  # None for a silent file
     container: str  # ffmpeg's demuxer names, e.g. "mov,mp4,m4a,3gp,3g2,mj2" or "png_pipe" for a still
 
@@ -139,6 +140,7 @@ _INPUT = re.compile(r"Input #0, ([^ ]+), from")
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _VIDEO = re.compile(r"Stream #0:\d+.*?: Video: (\w+)")
 _AUDIO = re.compile(r"Stream #0:\d+.*?: Audio: (\w+)")
+_PIX_FMT = re.compile(r": Video: [^,]+?(?:\([^)]*\))*, (\w+)")
 _SIZE = re.compile(r", (\d{1,6})x(\d{1,6})[, \[]")
 _FPS = re.compile(r", (\d+(?:\.\d+)?)k? (?:fps|tbr)")
 
@@ -162,6 +164,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
     duration = _DURATION.search(dump)
     audio = _AUDIO.search(dump)
     container = _INPUT.search(dump)
+    pix_fmt = _PIX_FMT.search(video_line)
     hours, minutes, seconds = duration.groups() if duration else ("0", "0", "0")
     return Header(
         width=int(size.group(1)) if size else 0,
@@ -169,6 +172,7 @@ def read_header(path: str | os.PathLike[str]) -> Header:
         fps=float(fps.group(1)) if fps else 0.0,
         duration=int(hours) * 3600 + int(minutes) * 60 + float(seconds),
         codec=_VIDEO.search(video_line).group(1),  # type: ignore[union-attr]
+        pix_fmt=pix_fmt.group(1) if pix_fmt else "",
         audio_codec=audio.group(1) if audio else None,
         container=container.group(1) if container else "",
     )

@@ -25,6 +25,9 @@ FRAME_PATTERN = "frame_%012d.jpg"
 _OWN_FRAME = re.compile(r"frame_\d{12}\.jpg")
 _STILL_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 MAX_FRAMERATE = 240.0
+# Audio that MP4 players (browsers, Discord's preview) play when copied as is; anything else becomes AAC.
+_PLAYABLE_MP4_AUDIO = {"aac", "mp3"}
+_AAC = ["-c:a", "aac", "-b:a", "160k"]
 # The seed's motion-interpolation settings (engine.md §4.5), with the target rate appended.
 MINTERPOLATE = "mi_mode=mci:me=hexbs:me_mode=bidir:mc_mode=aobmc:vsbmc=1:mb_size=8:search_param=32:fps={fps}"
 
@@ -150,7 +153,11 @@ def encode_video(
         size = _even_size(first.size)
 
     if out_rate != in_rate:
-        rate_args = ["-vf", "minterpolate=" + MINTERPOLATE.format(fps=_rate_arg(out_rate))]
+        # minterpolate drops the last still's display time (the seed's videos came out short): repeat the
+        # last still, then cut at the length the stills should last, so audio copied later stays in sync.
+        interpolate = "tpad=stop_mode=clone:stop=2,minterpolate=" + MINTERPOLATE.format(fps=_rate_arg(out_rate))
+        out_frames = max(1, round(len(stills) * out_rate / in_rate))
+        rate_args = ["-vf", interpolate, "-frames:v", str(out_frames)]
     else:
         rate_args = ["-r", _rate_arg(out_rate)]
     output = Path(output_file)
@@ -189,7 +196,8 @@ def copy_video_audio(
 ) -> str:
     """Mux the original's audio (if it has any) under the destination's video; a silent original works.
 
-    The audio is copied as is, or re-encoded to AAC when MP4 cannot hold it. Returns the output path.
+    AAC and MP3 audio is copied as is; anything else (or a failed copy) is re-encoded to AAC, so the
+    result plays everywhere. Returns the output path.
     """
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -202,11 +210,19 @@ def copy_video_audio(
     ]  # fmt: skip
     tail = ["-shortest", "-movflags", "+faststart", "-f", "mp4", ffmpeg.file_arg(work)]
     try:
+        audio_codec = ffmpeg.read_header(original_video).audio_codec
+    except ffmpeg.FFmpegError:
+        audio_codec = "unknown"  # let ffmpeg itself report what is wrong with the file
+    copy_first = audio_codec is None or audio_codec in _PLAYABLE_MP4_AUDIO
+    try:
         try:
-            ffmpeg.run([*common, "-c:a", "copy", *tail], what="copying the audio")
+            audio = ["-c:a", "copy"] if copy_first else _AAC
+            ffmpeg.run([*common, *audio, *tail], what="copying the audio")
         except ffmpeg.FFmpegError as exc:
+            if not copy_first:
+                raise
             log.info("audio stream copy impossible (%s); re-encoding to AAC", exc)
-            ffmpeg.run([*common, "-c:a", "aac", "-b:a", "160k", *tail], what="copying the audio")
+            ffmpeg.run([*common, *_AAC, *tail], what="copying the audio")
         os.replace(work, output)
     finally:
         work.unlink(missing_ok=True)
