@@ -27,7 +27,7 @@ MIN_VIDEO_BYTES = 32 * 1024
 _QUALITIES = (90, 82, 74, 66, 58, 50, 42)
 _SHRINK = 0.75
 # Keep this share of the budget for the container and the encoder's rate-control overshoot.
-_VIDEO_HEADROOM = 0.90
+_VIDEO_HEADROOM = 0.85
 _AUDIO_BITRATE = 48_000
 _MIN_VIDEO_BITRATE = 8_000
 # Bits per pixel per frame below which a lower resolution looks better than more compression.
@@ -146,7 +146,7 @@ def _encode_fitted(source: Path, work: Path, width: int, height: int, video_bitr
         "-map", "0:v:0", "-map_metadata", "0",
         "-vf", f"scale={width}:{height}:flags=lanczos",
         "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p",
-        "-b:v", str(video_bitrate), "-maxrate", str(video_bitrate), "-bufsize", str(video_bitrate * 2),
+        "-b:v", str(video_bitrate), "-maxrate", str(video_bitrate), "-bufsize", str(video_bitrate),
     ]  # fmt: skip
     if audio_bitrate:
         args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "1"]
