@@ -15,6 +15,7 @@ import os
 import pickle
 import re
 from pathlib import Path
+from typing import Any
 
 import platformdirs
 import torch
@@ -24,6 +25,9 @@ from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 from engine.errors import InvalidJob, ModelLoadError
 
 log = logging.getLogger(__name__)
+
+# spandrel's descriptor of a loaded image-to-image model (here: an RRDBNet upscaler)
+Upscaler = ImageModelDescriptor[Any]
 
 _RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
 
@@ -94,7 +98,7 @@ def load_upscaler(
     half: bool = False,
     model_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
-) -> ImageModelDescriptor:  # type: ignore[type-arg]
+) -> Upscaler:
     """An upscaler (eval, on `device`), fp16 only when asked for and on CUDA; cached in memory per file."""
     path = model_file(model_filename, model_url, model_dir=model_dir, progress=progress)
     dev = torch.device(device)
@@ -103,7 +107,7 @@ def load_upscaler(
 
 
 @functools.lru_cache(maxsize=2)
-def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -> ImageModelDescriptor:  # type: ignore[type-arg]
+def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -> Upscaler:
     name = Path(path).name
     if Path(path).suffix.lower() not in _WEIGHT_SUFFIXES:
         raise ModelLoadError(f"{name}: upscaler weights must be a .pth or .safetensors file")
@@ -132,7 +136,7 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -
     return descriptor
 
 
-def _to_tensor(img: Image.Image, descriptor: ImageModelDescriptor) -> torch.Tensor:  # type: ignore[type-arg]
+def _to_tensor(img: Image.Image, descriptor: Upscaler) -> torch.Tensor:
     data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
     tensor = data.view(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W]
     param = next(descriptor.model.parameters())
@@ -145,7 +149,7 @@ def _to_image(tensor: torch.Tensor) -> Image.Image:
 
 
 @torch.inference_mode()
-def _run_tiled(x: torch.Tensor, descriptor: ImageModelDescriptor, tile: int, tile_pad: int) -> torch.Tensor:  # type: ignore[type-arg]
+def _run_tiled(x: torch.Tensor, descriptor: Upscaler, tile: int, tile_pad: int) -> torch.Tensor:
     """Upscale `x` [1, 3, H, W] tile by tile (each with `tile_pad` pixels of context), so big inputs fit in memory."""
     _, channels, height, width = x.shape
     scale = descriptor.scale
@@ -171,7 +175,7 @@ def _has_alpha(img: Image.Image) -> bool:
 
 def upscale_image(
     img: Image.Image,
-    model: ImageModelDescriptor,  # type: ignore[type-arg]
+    model: Upscaler,
     *,
     tile: int = 0,
     tile_pad: int = 10,

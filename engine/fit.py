@@ -36,12 +36,12 @@ _MIN_SIDE = 32
 _MAX_ATTEMPTS = 10
 
 
-def _encode_still(img: Image.Image, fmt: str, quality: int) -> bytes:
+def _encode_still(img: Image.Image, fmt: str, quality: int, exif: bytes = b"") -> bytes:
     buffer = io.BytesIO()
     if fmt == "JPEG":
-        img.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=True, progressive=True)
+        img.convert("RGB").save(buffer, "JPEG", quality=quality, optimize=True, progressive=True, exif=exif)
     else:
-        img.save(buffer, "WEBP", quality=quality, method=4)
+        img.save(buffer, "WEBP", quality=quality, method=4, exif=exif)
     return buffer.getvalue()
 
 
@@ -59,12 +59,14 @@ def fit_image(path: str | os.PathLike[str], max_bytes: int, out_dir: str | os.Pa
     with Image.open(source) as opened:
         opened.load()
         img = opened.copy()
+        # EXIF (the seed's JPG metadata) rides along while there is room; PNG text chunks have no place here
+        exif = opened.info.get("exif", b"")
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     fmt = "WEBP" if has_alpha else "JPEG"
     img = img.convert("RGBA" if has_alpha else "RGB")
     data = b""
     for quality in _QUALITIES:
-        data = _encode_still(img, fmt, quality)
+        data = _encode_still(img, fmt, quality, exif)
         if len(data) <= max_bytes:
             break
     else:

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 # ffmpeg demuxers that mean "a single still picture", not a video
 _STILL_CONTAINERS = ("image2", "_pipe")
+# Decoding a video the size limits allow takes seconds; a file built to decode slowly is stopped here.
+DECODE_TIMEOUT_S = 300.0
 # A decode that stops this far short of the header's duration is a truncated file.
 _TRUNCATED_FRACTION = 0.9
 
@@ -61,15 +63,15 @@ def probe_header(path: str | os.PathLike[str]) -> ffmpeg.Header:
     return header
 
 
-def probe_video(path: str | os.PathLike[str]) -> VideoInfo:
+def probe_video(path: str | os.PathLike[str], *, timeout: float = DECODE_TIMEOUT_S) -> VideoInfo:
     """Frame count, duration, frame rate, size, audio and codec of a video, by decoding it once (no ffprobe)."""
     header = probe_header(path)
-    return _decode_info(path, header)
+    return _decode_info(path, header, timeout)
 
 
-def _decode_info(path: str | os.PathLike[str], header: ffmpeg.Header) -> VideoInfo:
+def _decode_info(path: str | os.PathLike[str], header: ffmpeg.Header, timeout: float) -> VideoInfo:
     try:
-        report = ffmpeg.decode_video(path)
+        report = ffmpeg.decode_video(path, timeout=timeout)
     except ffmpeg.FFmpegError as exc:
         log.info("undecodable video %s: %s", path, exc)
         raise InvalidJob(f"{_name(path)}: the video is corrupt and cannot be decoded") from None
@@ -99,6 +101,7 @@ def check_video(
     max_frames: int | None = None,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
+    timeout: float = DECODE_TIMEOUT_S,
 ) -> VideoInfo:
     """Validate a user's video against the limits; InvalidJob (one line) for anything unusable.
 
@@ -117,7 +120,7 @@ def check_video(
         raise InvalidJob(f"{name}: the video lasts {header.duration:.1f} s, more than the {max_seconds:g} s allowed")
     if max_frames is not None and header.fps > 0 and header.duration * header.fps > max_frames * 1.05:
         raise InvalidJob(f"{name}: about {header.duration * header.fps:.0f} frames, more than the {max_frames} allowed")
-    info = _decode_info(path, header)
+    info = _decode_info(path, header, timeout)
     # The header can lie or be missing; the decoded figures are the ones that count.
     if max_seconds is not None and info.seconds > max_seconds:
         raise InvalidJob(f"{name}: the video lasts {info.seconds:.1f} s, more than the {max_seconds:g} s allowed")

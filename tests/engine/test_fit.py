@@ -106,3 +106,16 @@ def test_a_video_that_fits_is_copied_as_is(heavy_clip: Path, tmp_path: Path) -> 
 def test_an_absurd_video_limit_is_refused(heavy_clip: Path, tmp_path: Path) -> None:
     with pytest.raises(InvalidJob, match="cannot be fitted"):
         fit.fit_video(heavy_clip, 1000, tmp_path / "out.mp4")
+
+
+def test_a_jpeg_keeps_its_exif_while_quality_is_enough(tmp_path: Path) -> None:
+    path = tmp_path / "render.jpg"
+    exif = Image.Exif()
+    exif[0x0131] = "vqbot"
+    Image.merge("RGB", [Image.effect_noise((256, 256), 80 + i) for i in range(3)]).save(
+        path, quality=100, exif=exif.tobytes()
+    )
+    out = fit.fit_image(path, path.stat().st_size // 2, tmp_path / "out")
+    with Image.open(out) as img:
+        assert img.size == (256, 256)
+        assert img.getexif()[0x0131] == "vqbot"
