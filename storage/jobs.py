@@ -25,6 +25,7 @@ from storage.records import (
     JobRecord,
     LeaseState,
     Owner,
+    PlanRow,
     QueueState,
     SubmitLimits,
     job_steps,
@@ -68,6 +69,10 @@ class JobStore(Protocol):
     async def get(self, job_id: int) -> JobRecord: ...
 
     async def active(self) -> list[JobRecord]: ...
+
+    async def many(self, job_ids: Sequence[int]) -> list[JobRecord]: ...
+
+    async def plan_rows(self) -> list[PlanRow]: ...
 
     async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]: ...
 
@@ -126,37 +131,75 @@ _COLUMNS = (
 _FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 
 
-def _record(row: aiosqlite.Row | Any) -> JobRecord:
+_SPEC_CACHE: dict[str, JobSpec] = {}  # spec JSON -> spec; a spec never changes once stored
+_SPEC_CACHE_MAX = 20_000
+
+
+def _spec(text: str) -> JobSpec:
+    spec = _SPEC_CACHE.get(text)
+    if spec is None:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+            _SPEC_CACHE.clear()
+        spec = _SPEC_CACHE[text] = spec_from_json(text)
+    return spec
+
+
+def _record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
+    """A row of `_COLUMNS` as a record. Used as a row factory, so it runs on aiosqlite's thread, not the loop."""
+    (
+        job_id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at,
+        step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id,
+        upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step,
+        checkpoint_frame, attempt,
+    ) = row  # fmt: skip
     return JobRecord(
-        id=row["id"],
-        kind=JobKind(row["kind"]),
-        owner=Owner(user_id=row["user_id"], guild_id=row["guild_id"], channel_id=row["channel_id"]),
-        spec=spec_from_json(row["spec"]),
-        state=JobStatus(row["state"]),
-        created_at=row["created_at"],
-        started_at=row["started_at"],
-        finished_at=row["finished_at"],
-        step=row["step"],
-        steps=row["steps"],
-        frame=row["frame"],
-        frames=row["frames"],
-        gpu_seconds=row["gpu_seconds"],
-        result_paths=tuple(json.loads(row["result_paths"])),
-        partial=bool(row["partial"]),
-        error=row["error"],
-        status_message_id=row["status_message_id"],
-        result_message_id=row["result_message_id"],
-        upload_limit=row["upload_limit"],
-        priority=bool(row["priority"]),
-        attempt=row["attempt"],
-        seed=row["seed"],
-        device=row["device"],
-        lease_owner=row["lease_owner"],
-        lease_until=row["lease_until"],
-        heartbeat_at=row["heartbeat_at"],
-        cancel_requested=bool(row["cancel_requested"]),
-        checkpoint_step=row["checkpoint_step"],
-        checkpoint_frame=row["checkpoint_frame"],
+        id=job_id,
+        kind=JobKind(kind),
+        owner=Owner(user_id=user_id, guild_id=guild_id, channel_id=channel_id),
+        spec=_spec(spec),
+        state=JobStatus(state),
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        step=step,
+        steps=steps,
+        frame=frame,
+        frames=frames,
+        gpu_seconds=gpu_seconds,
+        result_paths=tuple(json.loads(result_paths)) if result_paths != "[]" else (),
+        partial=bool(partial),
+        error=error,
+        status_message_id=status_message_id,
+        result_message_id=result_message_id,
+        upload_limit=upload_limit,
+        priority=bool(priority),
+        attempt=attempt,
+        seed=seed,
+        device=device,
+        lease_owner=lease_owner,
+        lease_until=lease_until,
+        heartbeat_at=heartbeat_at,
+        cancel_requested=bool(cancel_requested),
+        checkpoint_step=checkpoint_step,
+        checkpoint_frame=checkpoint_frame,
+    )
+
+
+def _plan_row(_cursor: object, row: tuple[Any, ...]) -> PlanRow:
+    job_id, user_id, priority, state, steps, done, vqgan, clip, width, height, cuts, device = row
+    return PlanRow(
+        id=job_id,
+        user_id=user_id,
+        priority=bool(priority),
+        running=state == "running",
+        steps=steps,
+        steps_done=done or 0,
+        vqgan_model=vqgan,
+        clip_model=clip,
+        width=width,
+        height=height,
+        num_cuts=cuts,
+        device=device,
     )
 
 
@@ -189,11 +232,17 @@ class SqliteJobStore:
         async with self._conn.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
+    async def _records(self, where: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[JobRecord]:
+        """Records matching `where` (SQL after WHERE), built on aiosqlite's thread so the loop stays free."""
+        async with self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE {where}", params) as cursor:
+            cursor.row_factory = _record  # type: ignore[assignment]
+            return list(await cursor.fetchall())  # type: ignore[arg-type]
+
     async def _get(self, job_id: int) -> JobRecord:
-        row = await self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
-        if row is None:
+        rows = await self._records("id = ?", (job_id,))
+        if not rows:
             raise NoSuchJob(f"no job #{job_id}")
-        return _record(row)
+        return rows[0]
 
     # -- the bot's side -------------------------------------------------------------------------
 
@@ -267,16 +316,37 @@ class SqliteJobStore:
     async def active(self) -> list[JobRecord]:
         """Running and queued jobs, oldest first."""
         async with self._lock:
-            rows = await self._all(f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY id")
-        return [_record(r) for r in rows]
+            return await self._records("state IN ('queued', 'running') ORDER BY id")
+
+    async def many(self, job_ids: Sequence[int]) -> list[JobRecord]:
+        """The records with these ids, in the order given (missing ids are left out)."""
+        found: dict[int, JobRecord] = {}
+        async with self._lock:
+            for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+                chunk = list(job_ids[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                found.update((r.id, r) for r in await self._records(f"id IN ({marks})", chunk))
+        return [found[i] for i in job_ids if i in found]
+
+    async def plan_rows(self) -> list[PlanRow]:
+        """Running and queued jobs with just what scheduling and ETAs need (no spec decoding)."""
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT id, user_id, priority, state, steps, CASE WHEN state = 'running' "
+                "THEN MAX(step, COALESCE(checkpoint_step, 0)) ELSE checkpoint_step END, "
+                "json_extract(spec, '$.vqgan_model'), json_extract(spec, '$.clip_model'), json_extract(spec, '$.width'), "
+                "json_extract(spec, '$.height'), json_extract(spec, '$.num_cuts'), device "
+                "FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+            ) as cursor,
+        ):
+            cursor.row_factory = _plan_row  # type: ignore[assignment]
+            return list(await cursor.fetchall())  # type: ignore[arg-type]
 
     async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
         """A member's jobs, newest first."""
         async with self._lock:
-            rows = await self._all(
-                f"SELECT {_COLUMNS} FROM jobs WHERE user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit)
-            )
-        return [_record(r) for r in rows]
+            return await self._records("user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
 
     async def usage(self, *, now: float) -> dict[int, float]:
         """GPU seconds per member in the usage window, a running job's elapsed time included."""
@@ -332,11 +402,10 @@ class SqliteJobStore:
     async def undelivered(self) -> list[JobRecord]:
         """Finished jobs with a result (or an error) whose message has not been posted, oldest first."""
         async with self._lock:
-            rows = await self._all(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state IN ('done', 'failed', 'cancelled') "
-                "AND result_message_id IS NULL AND (result_paths != '[]' OR error IS NOT NULL) ORDER BY id"
+            return await self._records(
+                "state IN ('done', 'failed', 'cancelled') AND result_message_id IS NULL "
+                "AND (result_paths != '[]' OR error IS NOT NULL) ORDER BY id"
             )
-        return [_record(r) for r in rows]
 
     # -- the runner's side ----------------------------------------------------------------------
 

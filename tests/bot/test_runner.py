@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.admission import SpeedClass
 from bot.ports import ProgressUpdate
 from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
@@ -108,7 +109,7 @@ async def test_jobs_run_on_the_device_thread_in_fair_order_and_report_on_the_loo
         assert Path(path).is_relative_to(queue.data_dir / "outputs" / str(job_id))
         assert read(path) == PNG_1X1
     assert [j.id for j in await queue.undelivered()] == [*a, b]
-    assert queue.speeds.measured(SPEC, "cpu") is not None  # measured, and persisted by the store
+    assert queue.speeds.measured(SpeedClass.of(SPEC), "cpu") is not None  # measured, and persisted by the store
     assert await queue.store.speeds()
 
 
