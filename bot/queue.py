@@ -22,8 +22,9 @@ from bot.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_k
 from bot.ports import JobEvents, JobNotFound, NotAllowed, ProgressUpdate, QueueEntry, QueueRefused
 from bot.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
-from storage.jobs import JobStore, LimitReached, NoSuchJob, SqliteJobStore
+from storage.jobs import JobStore, LimitReached, NoSuchJob
 from storage.records import JobRecord, Owner, PlanRow, SubmitLimits
+from storage.sqlite_jobs import SqliteJobStore
 
 log = logging.getLogger(__name__)
 
