@@ -22,6 +22,7 @@ from bot.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_k
 from bot.ports import JobEvents, JobNotFound, NotAllowed, ProgressUpdate, QueueEntry, QueueRefused
 from bot.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
+from engine.prompts import count_tokens
 from storage.jobs import JobStore, LimitReached, NoSuchJob
 from storage.records import JobRecord, Owner, PlanRow, SubmitLimits
 from storage.sqlite_jobs import SqliteJobStore
@@ -107,6 +108,8 @@ class JobQueue:
     async def _load_speeds(self) -> None:
         if not self._speeds_loaded:
             self.speeds = SpeedBook(await self.store.speeds())
+            # the first prompt check loads CLIP's BPE vocabulary (~0.5 s): do it off the loop, once
+            await asyncio.to_thread(count_tokens, "warm up")
             self._speeds_loaded = True
 
     # -- RenderQueue ----------------------------------------------------------------------------
