@@ -21,7 +21,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
 from engine.download import fetch, model_cache_dir, verify_cached
-from engine.errors import InvalidJob, ModelLoadError
+from engine.errors import InvalidJob, ModelLoadError, OutOfMemory
 from engine.registry import DEFAULT_REAL_ESRGAN, REAL_ESRGAN_MODELS
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,13 @@ def upscale_image(
         raise InvalidJob("tile and tile_pad must not be negative")
     alpha = img.convert("RGBA").getchannel("A") if _has_alpha(img) else None
     rgb = img.convert("RGB")
-    out = _to_image(_run_tiled(_to_tensor(rgb, model), model, tile, tile_pad))
+    try:
+        out = _to_image(_run_tiled(_to_tensor(rgb, model), model, tile, tile_pad))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise OutOfMemory(
+            f"upscaling {img.width}×{img.height} ran out of GPU memory; use tiles (tile=256 or smaller)"
+        ) from None
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.Resampling.BICUBIC))
     return out
