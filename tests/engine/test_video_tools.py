@@ -252,3 +252,11 @@ def test_bad_encode_settings_are_refused_before_ffmpeg_runs(tmp_path: Path, kwar
 def test_an_empty_folder_has_nothing_to_encode(tmp_path: Path) -> None:
     with pytest.raises(InvalidJob, match="no frames"):
         video_tools.encode_video(tmp_path / "out.mp4", 10, tmp_path)
+
+
+def test_an_unreadable_frame_is_a_clear_error_and_leaves_no_video(tmp_path: Path) -> None:
+    stills = make_stills(tmp_path / "stills", 3)
+    stills[1].write_text("not a picture")
+    with pytest.raises(InvalidJob, match=r"frame_000000000002\.jpg"):
+        video_tools.encode_video(tmp_path / "out.mp4", 3, tmp_path / "stills")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stills"]
