@@ -1,4 +1,5 @@
-"""Engine test fixtures: one torch thread, the tiny preset on the CPU, small images to use as inputs."""
+"""Engine test fixtures: one torch thread, the tiny preset on the CPU, small images as inputs, and a model
+server on 127.0.0.1 with a private model cache."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from PIL import Image
 from engine.config import VQGAN_CLIP_Config
 from engine.jobs import JobSpec
 from engine.renderer import Renderer
+from tests.engine.model_server import ModelServer
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -76,3 +78,21 @@ def picture2(tmp_path: Path) -> Path:
     path = tmp_path / "second picture.jpg"
     Image.fromarray(array, "RGB").save(path)
     return path
+
+
+@pytest.fixture
+def model_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh model cache under tmp_path, named by ENGINE_MODEL_DIR, so nothing lands in the user's cache."""
+    directory = tmp_path / "models"
+    monkeypatch.setenv("ENGINE_MODEL_DIR", str(directory))
+    return directory
+
+
+@pytest.fixture
+def model_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModelServer]:
+    """A real HTTP server on 127.0.0.1; proxies are bypassed so requests never leave the machine."""
+    for name in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("no_proxy", "*")
+    with ModelServer() as server:
+        yield server
