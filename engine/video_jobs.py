@@ -99,7 +99,7 @@ def render_frames(
     cancel: threading.Event | None = None,
 ) -> FramesResult:
     """Render a video job's frames as JPGs into `frames_dir` (a style transfer restyles `sources`), no video."""
-    parsed = video_spec.check_video_spec(spec, renderer.video_limits)
+    parsed = video_spec.check_video_spec(spec, renderer.video_limits, frames_given=True)
     if spec.kind is JobKind.STYLE_TRANSFER:
         video_spec.check_source_frames(len(sources), renderer.video_limits)
     frames_dir.mkdir(parents=True, exist_ok=True)

@@ -50,10 +50,13 @@ def _whole(name: str, value: object, low: int) -> int:
     return value
 
 
-def check_video_spec(spec: JobSpec, limits: VideoLimits, output: str | Path | None = None) -> ParsedPrompts:
+def check_video_spec(
+    spec: JobSpec, limits: VideoLimits, output: str | Path | None = None, *, frames_given: bool = False
+) -> ParsedPrompts:
     """Everything about a video spec that can be refused before a model loads; returns the parsed prompts.
 
-    The source video of a style transfer is checked separately (it has to be probed, `engine.media`).
+    The source video of a style transfer is checked separately (it has to be probed, `engine.media`);
+    `frames_given` says the caller restyles frame files instead of `spec.video` (the seed API).
     """
     if spec.kind not in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER):
         raise InvalidJob(f"{spec.kind.value} is not a video job")
@@ -72,7 +75,7 @@ def check_video_spec(spec: JobSpec, limits: VideoLimits, output: str | Path | No
         if spec.fps is None or spec.fps == 0:
             raise InvalidJob("fps must be above 0 for an animation")
     else:
-        if not spec.video:
+        if not spec.video and not frames_given:
             raise InvalidJob("a style transfer needs a source video")
         _number("extraction_fps", spec.extraction_fps, 0, MAX_FPS)
         _number("source_image_weight", spec.source_image_weight, -math.inf, math.inf)
