@@ -57,4 +57,4 @@ class AnimationLoop(FrameLoop):
                 state.set_z_random()
         self.use_phrase(frame)
         if frame > 1 and self.moves:
-            state.set_z_from_image(zoom_and_shift(state.image(), spec.zoom, spec.shift_x, spec.shift_y))
+            state.set_z_from_image(zoom_and_shift(self.current_image(), spec.zoom, spec.shift_x, spec.shift_y))

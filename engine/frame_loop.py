@@ -98,6 +98,7 @@ class FrameLoop:
         self.frame = 1  # the frame being rendered (1-based)
         self.frame_ready = False  # set_up for self.frame done
         self.written: list[Path] = []
+        self._image: Image.Image | None = None  # z decoded, until the next step or z change
         self.resolved = dataclasses.replace(spec, seed=self.seed)
         self.meta_text, self.params = _metadata(self.resolved, self.width, self.height, models.device, bf16)
         self.params["video"] = {"frames": frames, "kind": spec.kind.value}
@@ -149,6 +150,12 @@ class FrameLoop:
 
     # -- the loop --------------------------------------------------------------------------------
 
+    def current_image(self) -> Image.Image:
+        """The current z decoded (after the last step), decoded once however often it is asked for."""
+        if self._image is None:
+            self._image = self.state.image()
+        return self._image
+
     def steps_before(self, frame: int) -> int:
         return sum(self.iterations_of(k) for k in range(1, frame))
 
@@ -162,6 +169,7 @@ class FrameLoop:
             if not self.frame_ready:
                 self.state.iteration = 0  # the seed restarts the counter each frame (matters for `decay`)
                 self.setup_frame(self.frame)
+                self._image = None
                 self.frame_ready = True
             total = self.iterations_of(self.frame)
             done_before = self.steps_before(self.frame)
@@ -169,6 +177,7 @@ class FrameLoop:
                 if cancel is not None and cancel.is_set():
                     return self._result(partial=True)
                 loss = self.state.step()
+                self._image = None
                 if on_progress is not None:
                     on_progress(
                         Progress(
@@ -179,7 +188,7 @@ class FrameLoop:
                             frames=self.frames,
                             step=done_before + self.state.iteration,
                             steps=steps,
-                            preview=lambda: images.webp_preview(self.state.image()),
+                            preview=lambda: images.webp_preview(self.current_image()),
                             checkpoint=self.checkpoint,
                         )
                     )
@@ -190,7 +199,7 @@ class FrameLoop:
 
     def _frame_image(self) -> Image.Image:
         if self.smoother is None:
-            return self.state.image()
+            return self.current_image()
         smoothed = self.smoother.update(self.state.z)  # decoded for the frame only, never fed back
         with torch.inference_mode():
             return images.to_image(self.state.synth(smoothed))
@@ -222,7 +231,7 @@ class FrameLoop:
     def _result(self, *, partial: bool) -> FramesResult:
         frames_done = len(self.written)
         if partial and not self.written and self.frame_ready:
-            self._write_frame(self.state.image())  # cancelled in frame 1: the video still shows something
+            self._write_frame(self.current_image())  # cancelled in frame 1: the video still shows something
         steps_done = self.steps_before(self.frame) + (self.state.iteration if self.frame_ready else 0)
         return FramesResult(
             paths=tuple(self.written),
