@@ -169,3 +169,7 @@ def _interrupt_sets(cancel: threading.Event) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+# The seed's video functions live in their own module; imported last, as it uses the helpers above.
+from engine.generate_video import restyle_video_frames, style_transfer, video_frames  # noqa: E402, F401
