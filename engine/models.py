@@ -1,19 +1,33 @@
-"""Model loading: a VQGAN and a CLIP by registry name, on a device.
+"""Model loading: a VQGAN and a CLIP by registry name, on a device, downloaded into the cache on first use.
 
-FOUNDATION NOTE (to be replaced by the registry/download work): only `tiny` is wired up here.
-The public functions below are the interface the renderer codes against; keep their signatures.
+`build_*_architecture` give the real architectures with fixed random weights, for the benchmark
+when the real files are absent.
 """
 
 from __future__ import annotations
 
+import logging
+import re
+import zlib
 from pathlib import Path
+from typing import TypeVar
 
 import torch
+from clip.model import CLIP
 from torch import nn
 
-from engine.errors import ModelLoadError
-from engine.tiny import TINY, build_tiny_clip, build_tiny_vqgan
+from engine.checkpoints import load_clip_file, load_vqgan_checkpoint, read_vqgan_yaml
+from engine.download import fetch, model_cache_dir
+from engine.errors import ModelLoadError, OutOfMemory
+from engine.registry import CLIP_MODELS, VQGAN_MODELS, VQGANKind
+from engine.tiny import TINY, _seed_lock, build_tiny_clip, build_tiny_vqgan
 from engine.vqgan import VQGAN
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE_WEIGHT_SEED = 20211126
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def load_vqgan(
@@ -28,11 +42,83 @@ def load_vqgan(
     """The VQGAN called `name` (a registry key, `tiny`, or a custom name with URLs), eval and frozen, on `device`."""
     if name == TINY:
         return build_tiny_vqgan().to(device)
-    raise ModelLoadError(f"unknown VQGAN model {name!r}")
+    yaml_url, ckpt_url = _vqgan_urls(name, yaml_url, ckpt_url)
+    directory = model_cache_dir(model_dir)
+    yaml_path = fetch(yaml_url, directory / f"{name}.yaml", progress=progress)
+    ckpt_path = fetch(ckpt_url, directory / f"{name}.ckpt", progress=progress)
+    architecture = read_vqgan_yaml(yaml_path)
+    known = VQGAN_MODELS.get(name)
+    if known is not None and (architecture.embed_dim, architecture.n_embed) != (known.embed_dim, known.n_embed):
+        log.warning("%s: its YAML says embed_dim/n_embed %d/%d, the registry %s/%s; using the YAML", name,
+                    architecture.embed_dim, architecture.n_embed, known.embed_dim, known.n_embed)  # fmt: skip
+    model = load_vqgan_checkpoint(ckpt_path, architecture)
+    log.info("loaded VQGAN %s (%s, %d codes)", name, architecture.kind.value, architecture.n_embed)
+    return _to_device(model, device, name)
 
 
 def load_clip(name: str, *, device: torch.device, model_dir: Path | None = None, progress: bool = True) -> nn.Module:
     """The CLIP model called `name` (`ViT-B/32`, …, or `tiny`), fp32, eval and frozen, on `device`."""
     if name == TINY:
         return build_tiny_clip().to(device)
-    raise ModelLoadError(f"unknown CLIP model {name!r}")
+    spec = CLIP_MODELS.get(name)
+    if spec is None or spec.url is None:
+        raise ModelLoadError(f"unknown CLIP model {name!r}; known: {', '.join(CLIP_MODELS)}")
+    path = fetch(spec.url, model_cache_dir(model_dir) / spec.file_name, sha256=spec.sha256, progress=progress)
+    model = load_clip_file(path)
+    log.info("loaded CLIP %s", name)
+    return _to_device(model, device, name)
+
+
+def build_vqgan_architecture(name: str) -> VQGAN:
+    """The real VQGAN architecture of a registry name with fixed random weights, eval and frozen, on CPU."""
+    if name == TINY:
+        return build_tiny_vqgan()
+    spec = VQGAN_MODELS.get(name)
+    if spec is None:
+        raise ModelLoadError(f"unknown VQGAN model {name!r}; known: {', '.join(VQGAN_MODELS)}")
+    if spec.n_embed is None:
+        raise ModelLoadError(f"the architecture of {name!r} is known only from its YAML; load the real model")
+    with _seed_lock, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ARCHITECTURE_WEIGHT_SEED + zlib.crc32(name.encode()))
+        model = VQGAN(dict(spec.ddconfig), spec.embed_dim, spec.n_embed, gumbel=spec.kind is VQGANKind.GUMBEL)
+    return model.eval().requires_grad_(False)
+
+
+def build_clip_architecture(name: str) -> CLIP:
+    """The real CLIP architecture of a registry name with fixed random weights, fp32, eval and frozen, on CPU."""
+    if name == TINY:
+        return build_tiny_clip()
+    spec = CLIP_MODELS.get(name)
+    if spec is None:
+        raise ModelLoadError(f"unknown CLIP model {name!r}; known: {', '.join(CLIP_MODELS)}")
+    with _seed_lock, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(ARCHITECTURE_WEIGHT_SEED + zlib.crc32(name.encode()))
+        model = CLIP(*spec.architecture)
+    return model.float().eval().requires_grad_(False)
+
+
+def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[str, str]:
+    """The URLs to fetch: the registry's for a known name, the caller's for a custom one."""
+    known = VQGAN_MODELS.get(name)
+    if known is not None and known.yaml_url and known.ckpt_url:
+        if (yaml_url or known.yaml_url, ckpt_url or known.ckpt_url) != (known.yaml_url, known.ckpt_url):
+            # the cache holds files by name, so other URLs under a known name would mix two models
+            raise ModelLoadError(
+                f"{name!r} is a registry model with its own URLs; give your model another name to use other URLs"
+            )
+        return known.yaml_url, known.ckpt_url
+    if not (yaml_url and ckpt_url):
+        raise ModelLoadError(
+            f"unknown VQGAN model {name!r}: known are {', '.join(VQGAN_MODELS)}; "
+            "a custom model needs both a YAML URL and a checkpoint URL"
+        )
+    if not _SAFE_NAME.fullmatch(name):
+        raise ModelLoadError(f"a custom model name must be letters, digits, '.', '_' or '-', not {name!r}")
+    return yaml_url, ckpt_url
+
+
+def _to_device(model: ModuleT, device: torch.device, name: str) -> ModuleT:
+    try:
+        return model.to(device)
+    except torch.OutOfMemoryError as exc:
+        raise OutOfMemory(f"{name} does not fit in the memory of {device}") from exc

@@ -42,7 +42,73 @@ class JobRecord:
     priority: bool = False
     attempt: int = 0
     seed: int | None = None  # the seed actually used, once known
+    # added by the queue (all optional, so older callers build records unchanged)
+    device: str | None = None  # where it runs or ran
+    lease_owner: str | None = None  # the runner holding it while `running`
+    lease_until: float | None = None
+    heartbeat_at: float | None = None  # the runner's last iteration, so a hung device thread shows
+    cancel_requested: bool = False  # set while a running job is being stopped
+    checkpoint_step: int | None = None  # the step the stored checkpoint reached (None: no checkpoint)
+    checkpoint_frame: int | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in (JobStatus.DONE, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def delivered(self) -> bool:
+        return self.result_message_id is not None
+
+
+def job_steps(spec: JobSpec) -> tuple[int, int]:
+    """(iterations over the whole job, frames) for a spec: what progress and ETAs count in."""
+    if spec.kind == JobKind.UPSCALE:
+        return 1, 1
+    frames = max(1, spec.frames) if spec.kind in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER) else 1
+    first = spec.iterations if spec.iterations_first_frame is None else spec.iterations_first_frame
+    return first + spec.iterations * (frames - 1), frames
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Claim:
+    """A job a runner has leased: write back only with this `lease_owner` and `attempt` (fencing)."""
+
+    job: JobRecord
+    lease_owner: str
+    attempt: int
+    checkpoint: bytes | None = None  # resume from this when set
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Candidate:
+    """A queued job as the scheduler sees it when choosing (no spec: choosing must be cheap)."""
+
+    id: int
+    user_id: int
+    guild_id: int | None
+    priority: bool
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class QueueState:
+    """What a scheduling choice needs, read inside the claim transaction."""
+
+    queued: tuple[Candidate, ...]  # in id (arrival) order
+    running_per_member: dict[int, int]  # user id -> jobs running under a live lease
+    usage: dict[int, float]  # user id -> GPU seconds in the window, running time included
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class LeaseState:
+    """The answer to a heartbeat: the lease is held; whether someone asked to cancel the job."""
+
+    cancel_requested: bool
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class SubmitLimits:
+    """Caps checked inside the insert transaction; None disables one."""
+
+    max_queued_per_member: int | None = 10
+    max_queued_per_guild: int | None = 100

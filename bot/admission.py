@@ -1,0 +1,152 @@
+"""Admission control: estimate a job's memory and time before accepting it, and refuse what cannot run.
+
+Memory interpolates the seed README's figures (32 cuts: ~8 GB at 380², 10 GB at 512², 16 GB at
+700², 24 GB at 900²) in pixels, plus a per-cut term. Time is steps × seconds per step, measured per
+(model, size, cuts, device) and kept as a moving average (`SpeedBook`), or guessed from the CPU
+figures in dependencies.md §6 until something is measured. Refusals say what to change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+
+from bot.ports import QueueRefused
+from engine.errors import InvalidJob
+from engine.jobs import JobKind, JobSpec
+from engine.prompts import validate
+from storage.records import job_steps
+
+# (pixels, GB) at 32 cuts: the README's points; the first one (models and CUDA context) is a guess
+_MEMORY_POINTS = ((0, 4.0), (380 * 380, 8.0), (512 * 512, 10.0), (700 * 700, 16.0), (900 * 900, 24.0))
+_GB_PER_CUT = 0.06  # one 224² CLIP crop's activations, kept for the backward pass
+_TINY_MEMORY = (0.5, 2.0e-6, 0.005)
+# seconds per step on a 2-core CPU = base + per_pixel·w·h + per_cut·cuts (dependencies.md §6)
+_REAL_CPU_SPEED = (0.3, 5.5e-5, 0.105)
+_TINY_CPU_SPEED = (0.004, 7.0e-6, 0.0005)
+GPU_SPEEDUP = 25.0  # the seed README: an RTX 3080 is more than 25× faster than a Ryzen 5900X
+
+
+def _linear(coefficients: tuple[float, float, float], spec: JobSpec) -> float:
+    base, per_pixel, per_cut = coefficients
+    return base + per_pixel * spec.width * spec.height + per_cut * spec.num_cuts
+
+
+def _is_tiny(spec: JobSpec) -> bool:
+    return spec.vqgan_model == "tiny"
+
+
+def estimate_memory_gb(spec: JobSpec) -> float:
+    """Peak device memory the job needs, in GB (an estimate; see the module docstring)."""
+    if _is_tiny(spec):
+        return _linear(_TINY_MEMORY, spec)
+    pixels = spec.width * spec.height
+    segments = itertools.pairwise(_MEMORY_POINTS)
+    (x0, y0), (x1, y1) = next(((a, b) for a, b in segments if pixels <= b[0]), _MEMORY_POINTS[-2:])
+    at_32_cuts = y0 + (y1 - y0) * (pixels - x0) / (x1 - x0)  # beyond 900² the last slope carries on
+    return max(1.0, at_32_cuts + _GB_PER_CUT * (spec.num_cuts - 32))
+
+
+def guess_seconds_per_step(spec: JobSpec, device: str) -> float:
+    """A default speed for when nothing has been measured for this model, size, cut count and device."""
+    seconds = _linear(_TINY_CPU_SPEED if _is_tiny(spec) else _REAL_CPU_SPEED, spec)
+    return seconds if device.startswith("cpu") else seconds / GPU_SPEEDUP
+
+
+def speed_key(spec: JobSpec, device: str) -> str:
+    """What speed is measured per: models, size, cuts, device."""
+    return f"{spec.vqgan_model}+{spec.clip_model}|{spec.width}x{spec.height}|c{spec.num_cuts}|{device}"
+
+
+class SpeedBook:
+    """Measured seconds per step (a moving average persisted by the store), with guesses as the fallback."""
+
+    def __init__(self, measured: dict[str, float] | None = None) -> None:
+        self._measured = dict(measured or {})
+
+    def update(self, key: str, seconds_per_step: float) -> None:
+        self._measured[key] = seconds_per_step
+
+    def measured(self, spec: JobSpec, device: str) -> float | None:
+        return self._measured.get(speed_key(spec, device))
+
+    def seconds_per_step(self, spec: JobSpec, devices: tuple[str, ...]) -> float:
+        """The best known speed on any of `devices` (they share the queue), else the guess for the first."""
+        known = [v for d in devices if (v := self._measured.get(speed_key(spec, d))) is not None]
+        if known:
+            return sum(known) / len(known)
+        return guess_seconds_per_step(spec, devices[0] if devices else "cpu")
+
+    def job_seconds(self, spec: JobSpec, devices: tuple[str, ...], steps_done: int = 0) -> float:
+        steps, _ = job_steps(spec)
+        return max(0, steps - steps_done) * self.seconds_per_step(spec, devices)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class AdmissionLimits:
+    """What the operator allows. None switches a check off."""
+
+    max_side: int = 1024
+    max_pixels: int | None = None
+    max_iterations: int = 2000
+    max_frames: int = 600
+    max_cuts: int = 128
+    max_job_seconds: float | None = 4 * 3600.0
+    memory_gb: float | None = None  # the device's usable memory; None: not checked (CPU with ample RAM)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class Estimate:
+    steps: int
+    frames: int
+    memory_gb: float
+    seconds: float
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def admit(spec: JobSpec, limits: AdmissionLimits, seconds_per_step: float) -> Estimate:
+    """Check a spec against the limits and estimates; raise `QueueRefused` saying what to change."""
+    if spec.width < 16 or spec.height < 16:
+        raise QueueRefused(f"the size {spec.width}×{spec.height} is too small: use at least 16×16")
+    if max(spec.width, spec.height) > limits.max_side:
+        raise QueueRefused(
+            f"the size {spec.width}×{spec.height} is too large: keep each side at most {limits.max_side}"
+        )
+    if limits.max_pixels is not None and spec.width * spec.height > limits.max_pixels:
+        side = int(math.sqrt(limits.max_pixels))
+        raise QueueRefused(f"{spec.width}×{spec.height} has too many pixels: stay under {side}×{side}")
+    if not 1 <= spec.iterations <= limits.max_iterations:
+        raise QueueRefused(f"iterations must be between 1 and {limits.max_iterations} (got {spec.iterations})")
+    if spec.iterations_first_frame is not None and not 1 <= spec.iterations_first_frame <= limits.max_iterations:
+        raise QueueRefused(f"first-frame iterations must be between 1 and {limits.max_iterations}")
+    if not 1 <= spec.num_cuts <= limits.max_cuts:
+        raise QueueRefused(f"cuts must be between 1 and {limits.max_cuts} (got {spec.num_cuts})")
+    if spec.kind in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER) and not 1 <= spec.frames <= limits.max_frames:
+        raise QueueRefused(f"frames must be between 1 and {limits.max_frames} (got {spec.frames})")
+    if spec.kind == JobKind.STYLE_TRANSFER and not spec.video:
+        raise QueueRefused("style transfer needs a source video")
+    if spec.kind == JobKind.UPSCALE and not (spec.init_image or spec.video):
+        raise QueueRefused("upscaling needs an image or a video")
+    if spec.kind != JobKind.UPSCALE:
+        try:
+            validate(spec.text_prompts, spec.image_prompts, spec.noise_prompts)
+        except InvalidJob as e:
+            raise QueueRefused(str(e)) from e
+    steps, frames = job_steps(spec)
+    memory = estimate_memory_gb(spec)
+    if limits.memory_gb is not None and memory > limits.memory_gb and spec.kind != JobKind.UPSCALE:
+        raise QueueRefused(
+            f"{spec.width}×{spec.height} with {spec.num_cuts} cuts needs about {memory:.0f} GB but the GPU has "
+            f"{limits.memory_gb:.0f} GB: make the image smaller or use fewer cuts"
+        )
+    seconds = steps * seconds_per_step
+    if limits.max_job_seconds is not None and seconds > limits.max_job_seconds:
+        raise QueueRefused(
+            f"this job would take about {_minutes(seconds)} ({steps} iterations); the limit is "
+            f"{_minutes(limits.max_job_seconds)}: use fewer iterations or frames, a smaller size or fewer cuts"
+        )
+    return Estimate(steps=steps, frames=frames, memory_gb=memory, seconds=seconds)

@@ -1,0 +1,215 @@
+"""The command line: `python -m engine image …` (subcommands, so `video` and `style` can join later)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from engine.config import CUT_METHODS, DEFAULT_CLIP, DEFAULT_VQGAN, INIT_IMAGE_METHODS, INIT_NOISE, VQGAN_CLIP_Config
+from engine.errors import EngineError
+
+TINY = "tiny"
+
+# flag destination -> config field; None defaults mark "not given" so --replay can tell what to override
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "prompts": "",
+    "image_prompts": "",
+    "noise_prompts": "",
+    "init_image": None,
+    "init_noise": None,
+    "init_weight": 0.0,
+    "init_image_method": "original",
+    "size": [256, 256],
+    "iterations": 100,
+    "save_every": None,
+    "seed": None,
+    "cutn": 32,
+    "cut_pow": 1.0,
+    "cut_method": "kornia",
+    "optimizer": "Adam",
+    "learning_rate": 0.1,
+    "adaptive_lr": False,
+    "model": DEFAULT_VQGAN,
+    "clip_model": DEFAULT_CLIP,
+    "yaml_url": None,
+    "ckpt_url": None,
+}
+
+
+class CliError(Exception):
+    """A bad argument; printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise CliError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with one subcommand per job kind."""
+    parser = _Parser(prog="python -m engine", description="Render with VQGAN+CLIP.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    add_image_command(commands)
+    return parser
+
+
+def add_image_command(commands: Any) -> None:
+    """The `image` subcommand."""
+    p = commands.add_parser("image", help="render a still image", description="Render a still image.")
+    p.add_argument("--prompts", help="text prompts: 'a:1 | b:-0.5' (parts), '^' separates phrases")
+    p.add_argument("--image-prompts", help="image prompts: file paths with optional :weight")
+    p.add_argument("--noise-prompts", help="noise prompts: integer seeds with optional :weight")
+    p.add_argument("--init-image", metavar="PATH", help="start from this picture")
+    p.add_argument("--init-noise", choices=INIT_NOISE, help="start from seeded noise")
+    p.add_argument("--init-weight", type=float, help="weight of the anchor to the start (default 0)")
+    p.add_argument("--init-image-method", choices=INIT_IMAGE_METHODS, help="how the anchor works (default original)")
+    p.add_argument("--size", nargs=2, type=int, metavar=("W", "H"), help="output size (default 256 256)")
+    p.add_argument("--iterations", type=int, help="optimisation steps (default 100)")
+    p.add_argument("--save-every", type=int, metavar="N", help="also save the image every N steps")
+    p.add_argument("--seed", type=int, help="random seed, 0 ≤ N < 2^64 (default: a new one, printed)")
+    p.add_argument("--cutn", type=int, help="cutouts per step (default 32)")
+    p.add_argument("--cut-pow", type=float, help="cutout size exponent (default 1.0)")
+    p.add_argument("--cut-method", choices=CUT_METHODS, help="cutout method (default kornia)")
+    p.add_argument("--optimizer", help="Adam, AdamW, Adagrad, Adamax, RMSprop, RAdam or DiffGrad (default Adam)")
+    p.add_argument("--learning-rate", type=float, help="learning rate (default 0.1)")
+    p.add_argument("--adaptive-lr", action="store_true", default=None, help="reduce the rate when the loss stalls")
+    p.add_argument("--model", help=f"VQGAN model name, or tiny (default {DEFAULT_VQGAN})")
+    p.add_argument("--clip-model", help=f"CLIP model name (default {DEFAULT_CLIP}; tiny with --model tiny)")
+    p.add_argument("--yaml-url", help="a custom VQGAN's config URL")
+    p.add_argument("--ckpt-url", help="a custom VQGAN's checkpoint URL")
+    p.add_argument("--model-dir", help="model cache directory (default ENGINE_MODEL_DIR or the user cache)")
+    p.add_argument("--device", help="cpu or cuda[:N] (default cuda when there is one, else cpu)")
+    p.add_argument("--deterministic", action="store_true", help="cudnn deterministic mode")
+    p.add_argument("--output", default="output.png", help="output file; its extension picks the format")
+    p.add_argument("--replay", metavar="PNG", help="render again from an engine-made image's parameters")
+    p.add_argument("--verbose", action="store_true", help="print every step's loss")
+    p.set_defaults(run=run_image)
+
+
+def image_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The image flags after --replay and defaults: replayed values, then explicit flags on top."""
+    values = dict(IMAGE_DEFAULTS)
+    if args.replay:
+        values.update(replay_values(Path(args.replay)))
+    explicit = {k: getattr(args, k) for k in IMAGE_DEFAULTS if getattr(args, k, None) is not None}
+    values.update(explicit)
+    if "model" in explicit and "clip_model" not in explicit and explicit["model"] == TINY:
+        values["clip_model"] = TINY  # --model tiny implies --clip-model tiny
+    if (values["model"] == TINY) != (values["clip_model"] == TINY):
+        raise CliError(
+            f"the tiny preset cannot be mixed with a real model (VQGAN {values['model']!r}, "
+            f"CLIP {values['clip_model']!r}); use --model tiny alone"
+        )
+    return values
+
+
+def replay_values(path: Path) -> dict[str, Any]:
+    """Flag values from an engine-made image; CliError when a referenced file is missing or changed."""
+    from engine.images import read_params, sha256_file
+
+    if not path.is_file():
+        raise CliError(f"--replay: {str(path)!r} does not exist")
+    try:
+        params = read_params(path)
+    except (ValueError, OSError) as e:
+        raise CliError(f"--replay: {e}") from None
+    config, prompts, files = params.get("config", {}), params.get("prompts", {}), params.get("files", {})
+    referenced = [files.get("init_image"), *(files.get("image_prompts") or [])]
+    for ref in filter(None, referenced):
+        if not Path(ref["path"]).is_file():
+            raise CliError(f"--replay: the image used, {ref['path']!r}, no longer exists")
+        if sha256_file(ref["path"]) != ref["sha256"]:
+            raise CliError(f"--replay: the image used, {ref['path']!r}, has changed since (its SHA-256 differs)")
+    return {
+        "prompts": prompts.get("text", ""),
+        "image_prompts": prompts.get("image", ""),
+        "noise_prompts": prompts.get("noise", ""),
+        "init_image": config.get("init_image") or (files.get("init_image") or {}).get("path"),
+        "init_noise": config.get("init_noise"),
+        "init_weight": config.get("init_weight", 0.0),
+        "init_image_method": config.get("init_image_method", "original"),
+        "size": config.get("requested_size") or config.get("output_image_size"),
+        "iterations": params.get("iterations"),
+        "save_every": params.get("save_every"),
+        "seed": config.get("seed"),
+        "cutn": config.get("num_cuts"),
+        "cut_pow": config.get("cut_power"),
+        "cut_method": config.get("cut_method"),
+        "optimizer": config.get("optimizer"),
+        "learning_rate": config.get("learning_rate"),
+        "adaptive_lr": config.get("adaptiveLR"),
+        "model": config.get("vqgan_model_name"),
+        "clip_model": config.get("clip_model"),
+        "yaml_url": config.get("vqgan_model_yaml_url"),
+        "ckpt_url": config.get("vqgan_model_ckpt_url"),
+    }
+
+
+def run_image(args: argparse.Namespace) -> int:
+    """Render one still and say where it went."""
+    from engine import generate
+
+    v = image_values(args)
+    if v["seed"] is not None and not 0 <= v["seed"] < 2**64:
+        raise CliError("--seed must be 0 ≤ N < 2^64")
+    config = VQGAN_CLIP_Config(
+        output_image_size=list(v["size"]),
+        init_noise=v["init_noise"],
+        init_image_method=v["init_image_method"],
+        seed=v["seed"],
+        clip_model=v["clip_model"],
+        vqgan_model_name=v["model"],
+        vqgan_model_yaml_url=v["yaml_url"],
+        vqgan_model_ckpt_url=v["ckpt_url"],
+        learning_rate=v["learning_rate"],
+        cut_method=v["cut_method"],
+        num_cuts=v["cutn"],
+        cut_power=v["cut_pow"],
+        optimizer=v["optimizer"],
+        adaptiveLR=bool(v["adaptive_lr"]),
+        cudnn_determinism=args.deterministic,
+        cuda_device=args.device or _default_device(),
+        model_dir=args.model_dir,
+    )
+    if v["init_image"] is None:
+        config = dataclasses.replace(config, init_weight=v["init_weight"])
+    spec, config = generate.prepare_image(
+        args.output, config, v["prompts"], v["image_prompts"], v["noise_prompts"], v["init_image"],
+        v["init_weight"], v["iterations"], v["save_every"],
+    )  # fmt: skip
+    artifact = generate.render_still(spec, args.output, config, verbose=args.verbose)
+    state = "stopped early, saved" if artifact.partial else "saved"
+    print(f"{state} {args.output} ({artifact.width}x{artifact.height}, seed {artifact.seed})")
+    return 0
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> str:
+    return f"warning: {message}\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; bad input ends with one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    warnings.formatwarning = _one_line_warning  # type: ignore[assignment]
+    try:
+        args = build_parser().parse_args(argv)
+        run: Callable[[argparse.Namespace], int] = args.run
+        return run(args)
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (EngineError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1

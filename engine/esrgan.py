@@ -1,0 +1,297 @@
+"""Real-ESRGAN upscaling behind the seed's `inference_realesrgan`, loaded with spandrel (engine.md §5).
+
+spandrel reads `.pth` files through its own allow-list unpickler (a planted `os.system` is refused
+without running) and `.safetensors` with no pickle at all. Weights are cached on disk and fetched
+with `engine.download.fetch`; loaded models are kept in memory for the next call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+import logging
+import os
+import pickle
+import re
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import torch
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
+
+from engine.errors import InvalidJob, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# spandrel's descriptor of a loaded image-to-image model (here: an RRDBNet upscaler)
+Upscaler = ImageModelDescriptor[Any]
+
+_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class UpscalerFile:
+    """A Real-ESRGAN weight file the seed package knows: where it lives and what it does."""
+
+    url: str
+    scale: int
+    note: str = ""
+
+
+# The seed's model list (engine.md §5). TEMPORARY: engine/registry.py (models helper) is to own it.
+ESRGAN_MODELS: dict[str, UpscalerFile] = {
+    "RealESRGAN_x4plus.pth": UpscalerFile(f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth", 4, "default, ≈64 MB"),
+    "RealESRGAN_x4plus_anime_6B.pth": UpscalerFile(f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth", 4, "anime"),
+    "RealESRGAN_x2plus.pth": UpscalerFile(f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth", 2),
+    "RealESRNet_x4plus.pth": UpscalerFile(f"{_RELEASES}/v0.1.1/RealESRNet_x4plus.pth", 4, "MSE-trained, smoother"),
+    "ESRGAN_SRx4_DF2KOST_official-ff704c30.pth": UpscalerFile(
+        f"{_RELEASES}/v0.1.1/ESRGAN_SRx4_DF2KOST_official-ff704c30.pth", 4, "original ESRGAN"
+    ),
+}
+DEFAULT_MODEL = "RealESRGAN_x4plus.pth"
+_WEIGHT_SUFFIXES = {".pth", ".safetensors"}  # never `.pt`: spandrel tries TorchScript on those
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+JPEG_QUALITY = 95
+
+
+def default_model_dir() -> Path:
+    """Where weights are cached: $ENGINE_MODEL_DIR, else the user cache dir."""
+    configured = os.environ.get("ENGINE_MODEL_DIR")
+    return Path(configured) if configured else Path(platformdirs.user_cache_dir("vqbot")) / "models"
+
+
+def model_file(
+    model_filename: str = DEFAULT_MODEL,
+    model_url: str | None = None,
+    *,
+    model_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Path:
+    """The local weight file: an existing path as given, else cached in `model_dir`, downloaded when absent."""
+    given = Path(model_filename)
+    if given.is_file():
+        return given
+    folder = Path(model_dir) if model_dir is not None else default_model_dir()
+    dest = folder / given.name
+    if dest.is_file():
+        return dest
+    url = model_url or (ESRGAN_MODELS[given.name].url if given.name in ESRGAN_MODELS else None)
+    if url is None:
+        known = ", ".join(ESRGAN_MODELS)
+        raise ModelLoadError(f"unknown upscaler {given.name!r} and no model_url given (known: {known})")
+    try:
+        from engine.download import fetch  # the models helper's downloader (hash check, retries, atomic)
+    except ImportError as exc:
+        raise ModelLoadError(f"{dest} is missing and the downloader is not available ({exc})") from None
+    folder.mkdir(parents=True, exist_ok=True)
+    return Path(fetch(url, dest, progress=progress))
+
+
+def load_upscaler(
+    model_filename: str = DEFAULT_MODEL,
+    model_url: str | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    half: bool = False,
+    model_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> Upscaler:
+    """An upscaler (eval, on `device`), fp16 only when asked for and on CUDA; cached in memory per file."""
+    path = model_file(model_filename, model_url, model_dir=model_dir, progress=progress)
+    dev = torch.device(device)
+    stat = path.stat()
+    return _load_cached(str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(dev), half and dev.type == "cuda")
+
+
+@functools.lru_cache(maxsize=2)
+def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -> Upscaler:
+    name = Path(path).name
+    if Path(path).suffix.lower() not in _WEIGHT_SUFFIXES:
+        raise ModelLoadError(f"{name}: upscaler weights must be a .pth or .safetensors file")
+    try:
+        descriptor = ModelLoader(device=torch.device(device)).load_from_file(path)
+    except pickle.UnpicklingError as exc:
+        # spandrel's allow-list unpickler refused a global (e.g. `posix.system`): nothing was run
+        raise ModelLoadError(f"{name}: refusing an unsafe weight file ({exc})") from None
+    except UnsupportedModelError:
+        raise ModelLoadError(f"{name}: not an upscaler model spandrel knows") from None
+    except (RuntimeError, ValueError, OSError, EOFError, KeyError) as exc:
+        raise ModelLoadError(f"{name}: could not be loaded ({exc})") from None
+    if not isinstance(descriptor, ImageModelDescriptor) or descriptor.input_channels != 3:
+        raise ModelLoadError(f"{name}: not an RGB image upscaler")
+    descriptor.eval()
+    if half:
+        descriptor.half()
+    log.info(
+        "loaded upscaler %s: %s ×%d on %s%s",
+        name,
+        descriptor.architecture.id,
+        descriptor.scale,
+        device,
+        " fp16" if half else "",
+    )
+    return descriptor
+
+
+def _to_tensor(img: Image.Image, descriptor: Upscaler) -> torch.Tensor:
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    tensor = data.view(img.height, img.width, 3).permute(2, 0, 1).unsqueeze(0)  # [1, 3, H, W]
+    param = next(descriptor.model.parameters())
+    return tensor.to(device=param.device, dtype=param.dtype) / 255.0
+
+
+def _to_image(tensor: torch.Tensor) -> Image.Image:
+    array = (tensor[0].float().clamp(0, 1) * 255.0).round().to(torch.uint8).permute(1, 2, 0).contiguous().cpu()
+    return Image.fromarray(array.numpy(), "RGB")
+
+
+@torch.inference_mode()
+def _run_tiled(x: torch.Tensor, descriptor: Upscaler, tile: int, tile_pad: int) -> torch.Tensor:
+    """Upscale `x` [1, 3, H, W] tile by tile (each with `tile_pad` pixels of context), so big inputs fit in memory."""
+    _, channels, height, width = x.shape
+    scale = descriptor.scale
+    if tile <= 0 or (height <= tile and width <= tile):
+        return descriptor(x)
+    out = x.new_zeros((1, channels, height * scale, width * scale))
+    for top in range(0, height, tile):
+        for left in range(0, width, tile):
+            bottom, right = min(top + tile, height), min(left + tile, width)
+            ptop, pleft = max(top - tile_pad, 0), max(left - tile_pad, 0)
+            pbottom, pright = min(bottom + tile_pad, height), min(right + tile_pad, width)
+            patch = descriptor(x[:, :, ptop:pbottom, pleft:pright])
+            oy, ox = (top - ptop) * scale, (left - pleft) * scale
+            out[:, :, top * scale : bottom * scale, left * scale : right * scale] = patch[
+                :, :, oy : oy + (bottom - top) * scale, ox : ox + (right - left) * scale
+            ]
+    return out
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
+def upscale_image(
+    img: Image.Image,
+    model: Upscaler,
+    *,
+    tile: int = 0,
+    tile_pad: int = 10,
+) -> Image.Image:
+    """`img` upscaled by the model's scale; an alpha channel is resized alongside (bicubic)."""
+    if tile < 0 or tile_pad < 0:
+        raise InvalidJob("tile and tile_pad must not be negative")
+    alpha = img.convert("RGBA").getchannel("A") if _has_alpha(img) else None
+    rgb = img.convert("RGB")
+    out = _to_image(_run_tiled(_to_tensor(rgb, model), model, tile, tile_pad))
+    if alpha is not None:
+        out.putalpha(alpha.resize(out.size, Image.Resampling.BICUBIC))
+    return out
+
+
+def _input_files(input: str | os.PathLike[str]) -> list[Path]:
+    source = Path(input)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise InvalidJob("input must be a file or a directory.")
+    files = [p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")]
+    if not files:
+        raise InvalidJob("input directory does not contain any files.")
+    return sorted(files, key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)])
+
+
+def _check_image(path: Path) -> None:
+    """The seed's message for anything Pillow cannot identify (cheap: reads the header only)."""
+    try:
+        with Image.open(path) as img:
+            img.verify()
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InvalidJob("file could not be read as a valid image.") from None
+
+
+def _read_image(path: Path) -> Image.Image:
+    """The decoded image, its metadata (PNG text chunks under `_text`, EXIF) kept in `info`."""
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            img = opened.copy()
+            img.info = dict(opened.info)
+            text = getattr(opened, "text", None)
+            if text:
+                img.info["_text"] = dict(text)
+            return img
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
+        raise InvalidJob("file could not be read as a valid image.") from None
+
+
+def _save_with_metadata(img: Image.Image, source: Image.Image, dest: Path) -> None:
+    """Save `img` to `dest`, keeping the source's PNG text chunks or EXIF (the seed's metadata)."""
+    suffix = dest.suffix.lower()
+    buffer = io.BytesIO()
+    if suffix == ".png":
+        info = PngImagePlugin.PngInfo()
+        for key, value in source.info.get("_text", {}).items():
+            info.add_text(key, value)  # Pillow writes iTXt by itself for non-Latin-1 text
+        exif = source.info.get("exif")
+        img.save(buffer, "PNG", pnginfo=info, **({"exif": exif} if exif else {}))
+    elif suffix in (".jpg", ".jpeg"):
+        exif = source.info.get("exif")
+        img.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY, **({"exif": exif} if exif else {}))
+    else:
+        img.save(buffer, format=Image.registered_extensions().get(suffix, "PNG"))
+    dest.write_bytes(buffer.getvalue())
+
+
+def _output_path(folder: Path, source: Path, rgba: bool) -> Path:
+    suffix = ".png" if rgba or source.suffix.lower() not in _IMAGE_SUFFIXES else source.suffix
+    plain = folder / f"{source.stem}{suffix}"
+    return folder / f"{source.stem}_upscaled{suffix}" if plain.exists() else plain
+
+
+def inference_realesrgan(
+    input: str | os.PathLike[str],
+    model_filename: str = DEFAULT_MODEL,
+    model_url: str | None = None,
+    output_images_path: str | os.PathLike[str] | None = None,
+    *,
+    tile: int = 0,
+    tile_pad: int = 10,
+    half: bool = False,
+    device: str | torch.device = "cpu",
+    model_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> list[str]:
+    """Upscale an image file or every file in a folder; return the written paths in input order.
+
+    Outputs go to `output_images_path` (default: next to a file input; `<folder>_upscaled` for a folder)
+    under the input's name, or `<name>_upscaled` when that exists; RGBA inputs become PNG. PNG text
+    chunks and EXIF are copied from each input to its output.
+    """
+    files = _input_files(input)
+    source = Path(input)
+    if output_images_path is not None:
+        folder = Path(output_images_path)
+    else:
+        folder = source.parent if source.is_file() else source.with_name(source.name + "_upscaled")
+    for path in files:
+        _check_image(path)  # every file is checked before the model loads
+    model = load_upscaler(model_filename, model_url, device=device, half=half, model_dir=model_dir, progress=progress)
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[str] = []
+    for path in files:
+        img = _read_image(path)
+        longest = max(img.size)
+        if model.scale >= 4 and longest > 1000:
+            log.warning("%s is %d px: the x2 model would be faster", path.name, longest)
+        if model.scale == 2 and longest < 500:
+            log.warning("%s is %d px: the x4 model would give more detail", path.name, longest)
+        rgba = _has_alpha(img)
+        upscaled = upscale_image(img, model, tile=tile, tile_pad=tile_pad)
+        dest = _output_path(folder, path, rgba)
+        _save_with_metadata(upscaled, img, dest)
+        written.append(str(dest))
+        log.info("upscaled %s → %s (%dx%d)", path, dest, *upscaled.size)
+    return written

@@ -1,0 +1,61 @@
+"""Opening the SQLite database: WAL, a busy timeout, explicit transactions, migrations at start."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+
+from storage.migrations import LATEST, migrate
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+async def connect(path: Path | str, *, migrate_to: int | None = LATEST) -> aiosqlite.Connection:
+    """Open `path` in autocommit mode (transactions are explicit), set the PRAGMAs, run migrations.
+
+    `migrate_to=None` skips migrations (tests build older schemas with it). The caller closes it.
+    """
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = await aiosqlite.connect(path, isolation_level=None)
+    try:
+        await conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        await conn.execute("PRAGMA journal_mode = WAL")
+        # NORMAL is durable across process crashes in WAL mode; only a power cut can lose the last commit
+        await conn.execute("PRAGMA synchronous = NORMAL")
+        await conn.execute("PRAGMA foreign_keys = ON")
+        conn.row_factory = aiosqlite.Row
+        if migrate_to is not None:
+            await migrate(conn, migrate_to)
+    except BaseException:
+        await conn.close()
+        raise
+    return conn
+
+
+@contextlib.asynccontextmanager
+async def open_database(path: Path | str, *, migrate_to: int | None = LATEST) -> AsyncIterator[aiosqlite.Connection]:
+    """`connect` as an async context manager that always closes the connection."""
+    conn = await connect(path, migrate_to=migrate_to)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def immediate(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Connection]:
+    """One `BEGIN IMMEDIATE` transaction: committed on success, rolled back on any error.
+
+    IMMEDIATE takes the write lock at the start, so a read-then-write (a claim, a limit check) cannot be
+    overtaken by another process between its read and its write.
+    """
+    await conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")

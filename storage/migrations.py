@@ -1,0 +1,109 @@
+"""Forward-only schema migrations, versioned with `PRAGMA user_version`.
+
+Each entry of `MIGRATIONS` takes the schema from version i to i+1 and runs in one transaction, so a
+crash mid-migration leaves the previous version intact. Never edit a released entry: append one.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: the jobs table
+    (
+        """
+        CREATE TABLE jobs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            user_id INTEGER NOT NULL,
+            guild_id INTEGER,
+            channel_id INTEGER,
+            spec TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            priority INTEGER NOT NULL DEFAULT 0,
+            created_at REAL NOT NULL,
+            started_at REAL,
+            finished_at REAL,
+            step INTEGER NOT NULL DEFAULT 0,
+            steps INTEGER NOT NULL DEFAULT 0,
+            frame INTEGER NOT NULL DEFAULT 0,
+            frames INTEGER NOT NULL DEFAULT 1,
+            gpu_seconds REAL NOT NULL DEFAULT 0,
+            result_paths TEXT NOT NULL DEFAULT '[]',
+            partial INTEGER NOT NULL DEFAULT 0,
+            error TEXT,
+            status_message_id INTEGER,
+            result_message_id INTEGER,
+            upload_limit INTEGER,
+            seed INTEGER
+        )
+        """,
+        "CREATE INDEX jobs_state ON jobs (state, id)",
+        "CREATE INDEX jobs_user ON jobs (user_id, id)",
+    ),
+    # 2: leases with fencing, heartbeats, checkpoints, cancel requests across processes
+    (
+        "ALTER TABLE jobs ADD COLUMN lease_owner TEXT",
+        "ALTER TABLE jobs ADD COLUMN lease_until REAL",
+        "ALTER TABLE jobs ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN heartbeat_at REAL",
+        "ALTER TABLE jobs ADD COLUMN run_started_at REAL",
+        "ALTER TABLE jobs ADD COLUMN device TEXT",
+        "ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN checkpoint BLOB",
+        "ALTER TABLE jobs ADD COLUMN checkpoint_step INTEGER",
+        "ALTER TABLE jobs ADD COLUMN checkpoint_frame INTEGER",
+        "ALTER TABLE jobs ADD COLUMN checkpoint_at REAL",
+        "CREATE INDEX jobs_finished ON jobs (finished_at)",
+    ),
+    # 3: measured speed, so ETAs are right after a restart
+    (
+        """
+        CREATE TABLE speeds (
+            key TEXT PRIMARY KEY,
+            seconds_per_step REAL NOT NULL,
+            samples INTEGER NOT NULL,
+            updated_at REAL NOT NULL
+        )
+        """,
+    ),
+)
+
+LATEST = len(MIGRATIONS)
+
+
+async def schema_version(conn: aiosqlite.Connection) -> int:
+    """The database's `PRAGMA user_version`."""
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def migrate(conn: aiosqlite.Connection, target: int = LATEST) -> int:
+    """Apply the missing migrations up to `target`, each in its own transaction; return the version reached.
+
+    The connection must be in autocommit mode (`isolation_level=None`), as `open_database` makes it.
+    """
+    current = await schema_version(conn)
+    if current > LATEST:
+        raise RuntimeError(f"database schema version {current} is newer than this program knows ({LATEST})")
+    for version in range(current, target):
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            # re-read inside the lock: another process may have migrated meanwhile
+            if await schema_version(conn) > version:
+                await conn.execute("ROLLBACK")
+                continue
+            for statement in MIGRATIONS[version]:
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {version + 1}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        log.info("database migrated to schema version %d", version + 1)
+    return await schema_version(conn)

@@ -1,0 +1,126 @@
+"""A bot-less worker process for the crash tests: JobQueue + JobRunner on a database path.
+
+    python -m tests.bot.queue_worker DB DATA_DIR EVENTS [--submit N] [--renderer fake|tiny] ...
+
+Submits N jobs (optional), runs until no job is queued or running, and appends one JSON line per
+event (accepted, started, progress, finished) to EVENTS, flushed at once so a SIGKILL loses nothing
+already reported. SIGTERM/SIGINT drain: the running job is checkpointed and given back to the queue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+from bot.ports import ProgressUpdate, Renderer
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
+from engine.jobs import JobSpec
+from storage.records import JobRecord, Owner
+
+
+class EventLog:
+    """A JobEvents subscriber writing JSON lines."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.out = out
+
+    def write(self, **fields: object) -> None:
+        self.out.write(json.dumps({"pid": os.getpid(), "t": time.time(), **fields}) + "\n")
+        self.out.flush()
+
+    def on_progress(self, update: ProgressUpdate) -> None:
+        self.write(ev="progress", job=update.job_id, step=update.step)
+
+    async def on_started(self, job: JobRecord) -> None:
+        self.write(ev="started", job=job.id, attempt=job.attempt)
+
+    async def on_finished(self, job: JobRecord) -> None:
+        self.write(ev="finished", job=job.id, state=str(job.state), partial=job.partial, paths=list(job.result_paths))
+
+
+def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[object, JobSpec]:
+    if kind == "fake":
+        from tests.bot.fake_renderer import FakeRenderer
+
+        spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, vqgan_model="tiny", clip_model="tiny")
+
+        def fake(device: str) -> Renderer:
+            return FakeRenderer(device, step_s=step_s)
+
+        return fake, spec
+    import torch
+
+    from engine.renderer import Renderer as EngineRenderer
+
+    torch.set_num_threads(1)
+    spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, vqgan_model="tiny", clip_model="tiny", seed=1)
+
+    def tiny(device: str) -> Renderer:
+        return EngineRenderer(device, model_dir=model_dir)  # type: ignore[call-arg]
+
+    return tiny, spec
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("db")
+    parser.add_argument("data")
+    parser.add_argument("events")
+    parser.add_argument("--submit", type=int, default=0)
+    parser.add_argument("--iterations", type=int, default=40)
+    parser.add_argument("--renderer", default="fake")
+    parser.add_argument("--step-s", type=float, default=0.02)
+    parser.add_argument("--lease-s", type=float, default=1.5)
+    parser.add_argument("--checkpoint-steps", type=int, default=5)
+    parser.add_argument("--worker-id", default=None)
+    parser.add_argument("--model-dir", default=None)
+    args = parser.parse_args(argv)
+    with open(args.events, "a", encoding="utf-8") as out:
+        asyncio.run(work(args, EventLog(out)))
+    return 0
+
+
+async def work(args: argparse.Namespace, events: EventLog) -> None:
+    factory, base = make_factory(args.renderer, args.step_s, args.model_dir)
+    spec = dataclasses.replace(base, iterations=args.iterations)
+    config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
+    queue = await JobQueue.open(Path(args.data), config, db_path=Path(args.db))
+    try:
+        queue.subscribe(events)
+        for n in range(args.submit):
+            entry = await queue.submit(Owner(user_id=1 + n % 3), spec)
+            events.write(ev="accepted", job=entry.job.id)
+        runner = JobRunner(
+            queue,
+            factory,  # type: ignore[arg-type]
+            ["cpu"],
+            Path(args.data),
+            worker_id=args.worker_id,
+            lease_s=args.lease_s,
+            poll_s=0.1,
+            checkpoint_every_steps=args.checkpoint_steps,
+        )
+        await runner.start()
+        runner.install_signal_handlers(grace_s=5.0)
+        events.write(ev="ready")
+        while not runner.stopped.is_set() and await queue.store.active():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(runner.stopped.wait(), 0.1)
+        await runner.drain()
+        await queue.flush_events()
+        events.write(ev="exit")
+    finally:
+        await queue.aclose()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

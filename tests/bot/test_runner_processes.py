@@ -1,0 +1,181 @@
+"""Real worker processes on one database: SIGKILL mid-job, two workers at once, SIGTERM drain.
+
+Each worker is `tests/bot/queue_worker.py` (JobQueue + JobRunner, the fake renderer) and reports
+its events as JSON lines, which these tests read back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.queue import JobQueue, QueueConfig
+from engine.jobs import JobSpec, JobStatus
+from storage.records import JobRecord, Owner
+
+ROOT = Path(__file__).resolve().parents[2]
+Event = dict[str, Any]
+
+
+class Worker:
+    """One `queue_worker` process."""
+
+    def __init__(self, tmp: Path, *args: str) -> None:
+        self.tmp = tmp
+        self.events = tmp / "events.jsonl"
+        self.output = (tmp / f"worker-{time.monotonic_ns()}.log").open("w")
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        command = [
+            sys.executable,
+            "-m",
+            "tests.bot.queue_worker",
+            str(tmp / "jobs.db"),
+            str(tmp / "data"),
+            str(self.events),
+        ]
+        self.process = subprocess.Popen(
+            [*command, *args], cwd=ROOT, env=env, stdout=self.output, stderr=subprocess.STDOUT
+        )
+
+    def wait(self, limit_s: float = 60.0) -> int:
+        try:
+            return self.process.wait(limit_s)
+        finally:
+            self.output.close()
+
+    def log(self) -> str:
+        return Path(self.output.name).read_text()
+
+
+def read_events(path: Path) -> list[Event]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def wait_for(path: Path, condition: Callable[[list[Event]], bool], limit_s: float = 30.0) -> list[Event]:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        events = read_events(path)
+        if condition(events):
+            return events
+        time.sleep(0.02)
+    raise AssertionError(f"timed out; events so far: {read_events(path)[-5:]}")
+
+
+def jobs_in(db: Path, data: Path) -> list[JobRecord]:
+    async def read() -> list[JobRecord]:
+        async with await JobQueue.open(data, db_path=db) as queue:
+            return [await queue.get(i) for i in range(1, 1000) if await _exists(queue, i)]
+
+    return asyncio.run(read())
+
+
+async def _exists(queue: JobQueue, job_id: int) -> bool:
+    try:
+        await queue.store.get(job_id)
+    except LookupError:
+        return False
+    return True
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[list[Worker]]:
+    started: list[Worker] = []
+    yield started
+    for worker in started:  # never leave a process behind
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.wait()
+
+
+def test_a_worker_killed_mid_job_resumes_it_from_its_checkpoint_and_finishes_each_job_once(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    first = Worker(tmp_path, "--submit", "4", "--iterations", "40", "--step-s", "0.02", "--checkpoint-steps", "5")
+    workers.append(first)
+    events = wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= 17 for e in ev))
+    first.process.send_signal(signal.SIGKILL)
+    assert first.wait() == -signal.SIGKILL
+    interrupted = next(e["job"] for e in reversed(read_events(first.events)) if e["ev"] == "progress")
+    accepted = {e["job"] for e in events if e["ev"] == "accepted"}
+    assert accepted == {1, 2, 3, 4}
+    (saved,) = [j.checkpoint_step for j in jobs_in(tmp_path / "jobs.db", tmp_path / "data") if j.id == interrupted]
+    assert saved is not None
+    assert saved >= 5
+
+    second = Worker(tmp_path, "--iterations", "40", "--step-s", "0.02")
+    workers.append(second)
+    assert second.wait() == 0, second.log()
+    events = read_events(tmp_path / "events.jsonl")
+    finished = collections.Counter(e["job"] for e in events if e["ev"] == "finished")
+    assert finished == dict.fromkeys(accepted, 1)  # every accepted job, exactly once
+    resumed_steps = [
+        e["step"]
+        for e in events
+        if e["ev"] == "progress" and e["job"] == interrupted and e["pid"] == second.process.pid
+    ]
+    assert min(resumed_steps) == saved + 1  # it went on from its checkpoint, not from step 1
+    assert max(resumed_steps) == 40
+    jobs = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
+    assert [(j.id, j.state) for j in jobs] == [(i, JobStatus.DONE) for i in sorted(accepted)]
+    assert next(j for j in jobs if j.id == interrupted).attempt == 2
+
+
+def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, workers: list[Worker]) -> None:
+    async def submit() -> None:
+        config = QueueConfig(max_queued_per_member=None)
+        async with await JobQueue.open(tmp_path / "data", config, db_path=tmp_path / "jobs.db") as queue:
+            spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, iterations=15, vqgan_model="tiny")
+            for n in range(10):
+                await queue.submit(Owner(user_id=n % 4), spec)
+
+    asyncio.run(submit())
+    pair = [Worker(tmp_path, "--iterations", "15", "--step-s", "0.03") for _ in range(2)]
+    workers.extend(pair)
+    assert [w.wait() for w in pair] == [0, 0], [w.log() for w in pair]
+    events = read_events(tmp_path / "events.jsonl")
+    assert collections.Counter(e["job"] for e in events if e["ev"] == "finished") == dict.fromkeys(range(1, 11), 1)
+    for job in range(1, 11):
+        progress = [(e["pid"], e["step"]) for e in events if e["ev"] == "progress" and e["job"] == job]
+        assert len({pid for pid, _ in progress}) == 1  # one process ran it
+        assert sorted(step for _, step in progress) == list(range(1, 16))  # and no step twice
+    assert {e["pid"] for e in events if e["ev"] == "finished"} == {w.process.pid for w in pair}  # both worked
+
+
+def test_sigterm_checkpoints_the_running_job_and_exits_within_seconds(tmp_path: Path, workers: list[Worker]) -> None:
+    first = Worker(tmp_path, "--submit", "1", "--iterations", "150", "--step-s", "0.02", "--checkpoint-steps", "1000")
+    workers.append(first)
+    wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= 10 for e in ev))
+    began = time.monotonic()
+    first.process.send_signal(signal.SIGTERM)
+    assert first.wait(10) == 0, first.log()
+    assert time.monotonic() - began < 3.0
+    (job,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
+    assert job.state == JobStatus.QUEUED  # given back, not cancelled
+    assert job.checkpoint_step is not None
+    assert job.checkpoint_step >= 10
+    assert not any(e["ev"] == "finished" for e in read_events(first.events))
+
+    second = Worker(tmp_path, "--iterations", "150", "--step-s", "0.002")
+    workers.append(second)
+    assert second.wait() == 0, second.log()
+    steps = [
+        e["step"]
+        for e in read_events(tmp_path / "events.jsonl")
+        if e["ev"] == "progress" and e["pid"] == second.process.pid
+    ]
+    assert steps[0] == job.checkpoint_step + 1
+    (done,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
+    assert (done.state, done.step) == (JobStatus.DONE, 150)
