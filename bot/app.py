@@ -44,8 +44,9 @@ class BotConfig:
     channel_seconds: float = 1.0
 
     @property
-    def inputs_dir(self) -> Path:
-        return self.data_dir / "inputs"
+    def downloads_dir(self) -> Path:
+        """Attachments land here first; the queue copies what a job needs into its own inputs."""
+        return self.data_dir / "downloads"
 
 
 class VQTree(app_commands.CommandTree["VQBot"]):
@@ -136,7 +137,7 @@ class VQBot(commands.Bot):
         from bot.cogs.generate import GenerateCog
         from bot.cogs.manage import ManageCog
 
-        self.config.inputs_dir.mkdir(parents=True, exist_ok=True)
+        self.config.downloads_dir.mkdir(parents=True, exist_ok=True)
         self.queue.subscribe(self.publisher)
         await self.add_cog(GenerateCog(self))
         await self.add_cog(ManageCog(self))

@@ -53,17 +53,17 @@ async def fetch_image(attachment: discord.Attachment, dest_dir: Path, stem: str,
     try:
         await asyncio.to_thread(media.check_image, dest, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
     except InvalidJob as e:
-        dest.unlink(missing_ok=True)
-        raise BadInput(f"{attachment.filename!r}: {e}") from None
+        await asyncio.to_thread(dest.unlink, missing_ok=True)
+        raise BadInput(_user_message(e, dest, attachment)) from None
     return dest
 
 
-async def fetch_video(attachment: discord.Attachment, dest_dir: Path, stem: str, limits: Limits) -> Path:
-    """Download a video attachment into `dest_dir` and check it is a real video within the limits."""
+async def fetch_video(attachment: discord.Attachment, dest_dir: Path, stem: str, limits: Limits) -> tuple[Path, float]:
+    """Download a video attachment into `dest_dir`, check it is a real video within the limits; (path, seconds)."""
     dest = dest_dir / f"{stem}{_suffix(attachment.filename, _VIDEO_SUFFIXES)}"
     await _download(attachment, dest, limits, f"the video {attachment.filename!r}")
     try:
-        await asyncio.to_thread(
+        info = await asyncio.to_thread(
             media.check_video,
             dest,
             max_seconds=limits.max_video_seconds,
@@ -72,11 +72,12 @@ async def fetch_video(attachment: discord.Attachment, dest_dir: Path, stem: str,
             max_bytes=limits.max_bytes,
         )
     except InvalidJob as e:
-        dest.unlink(missing_ok=True)
-        raise BadInput(f"{attachment.filename!r}: {e}") from None
-    return dest
+        await asyncio.to_thread(dest.unlink, missing_ok=True)
+        raise BadInput(_user_message(e, dest, attachment)) from None
+    return dest, info.seconds
 
 
-async def video_seconds(path: Path) -> float:
-    """The duration of a checked video file, in seconds."""
-    return await asyncio.to_thread(media.video_seconds, path)
+def _user_message(error: InvalidJob, local: Path, attachment: discord.Attachment) -> str:
+    # The engine names the file it read: show the member their own file name instead.
+    message = str(error).replace(local.name, attachment.filename)
+    return message if attachment.filename in message else f"{attachment.filename}: {message}"

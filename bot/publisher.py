@@ -267,7 +267,7 @@ class DiscordPublisher:
                 allowed_mentions=mention,
             )
         limit = int(self._upload_limit(job) * HEADROOM)
-        for _attempt in range(2):
+        for _attempt in range(3):  # as it is, then at most twice smaller after a 413
             try:
                 upload, full_size, size = await asyncio.to_thread(self._fit, path, limit)
             except (InvalidJob, OSError, subprocess.SubprocessError) as e:
@@ -300,8 +300,8 @@ class DiscordPublisher:
                 return message.id
             except discord.HTTPException as e:
                 if e.status == 413 or e.code == ENTITY_TOO_LARGE:
-                    log.warning("job %s: upload of %s bytes refused (413); shrinking once", job.id, size)
-                    limit //= 2
+                    log.warning("job %s: upload of %s bytes refused (413); shrinking", job.id, size)
+                    limit = min(limit, size) // 2  # Discord's real limit is below what we were told
                     continue
                 return await self._send_failed(job, e)
         note = render.result_text(job) + "\nThe file is too large to upload here; it is kept on the bot's disk."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import math
@@ -73,8 +74,6 @@ class GenerateCog(commands.Cog):
 
     async def cog_load(self) -> None:
         # The tokenizer loads its vocabulary once (about a second); do it now, not inside a 3 s window.
-        import asyncio
-
         await asyncio.to_thread(prompts.count_tokens, "warm up")
 
     # ---- commands --------------------------------------------------------------------------------
@@ -111,12 +110,12 @@ class GenerateCog(commands.Cog):
         inputs: dict[str, Path] = {}
         if init_image is not None:
             inputs["init_image"] = await attachments.fetch_image(
-                init_image, self.config.inputs_dir, f"{interaction.id}-init", self._limits()
+                init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
             )
             spec = dataclasses.replace(spec, init_image=str(inputs["init_image"]))
         if image_prompt is not None:
             inputs["image_prompts"] = await attachments.fetch_image(
-                image_prompt, self.config.inputs_dir, f"{interaction.id}-prompt", self._limits()
+                image_prompt, self.config.downloads_dir, f"{interaction.id}-prompt", self._limits()
             )
             spec = dataclasses.replace(spec, image_prompts=escape_path(inputs["image_prompts"]))
         await self._submit_deferred(interaction, spec, inputs)
@@ -156,7 +155,7 @@ class GenerateCog(commands.Cog):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         path = await attachments.fetch_image(
-            init_image, self.config.inputs_dir, f"{interaction.id}-init", self._limits()
+            init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
         )
         await self._submit_deferred(interaction, dataclasses.replace(spec, init_image=str(path)), {"init_image": path})
 
@@ -188,11 +187,12 @@ class GenerateCog(commands.Cog):
         check_range("fps", fps, 0.5, 30.0)
         check_range("source_weight", source_weight, 0.0, 10.0)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        path = await attachments.fetch_video(video, self.config.inputs_dir, f"{interaction.id}-video", self._limits())
-        duration = await attachments.video_seconds(path)
+        path, duration = await attachments.fetch_video(
+            video, self.config.downloads_dir, f"{interaction.id}-video", self._limits()
+        )
         frames = max(1, math.ceil(duration * fps))
         if frames > self.config.max_frames:
-            path.unlink(missing_ok=True)
+            await asyncio.to_thread(path.unlink, missing_ok=True)
             raise BadInput(
                 f"{duration:.1f} s at {fps:g} fps is {frames} frames; the limit is {self.config.max_frames}; lower fps or trim the video"
             )
@@ -337,6 +337,11 @@ class GenerateCog(commands.Cog):
     async def _submit_deferred(
         self, interaction: discord.Interaction[VQBot], spec: JobSpec, inputs: dict[str, Path]
     ) -> None:
-        entry = await self._submit(interaction, spec, inputs)
+        try:
+            entry = await self._submit(interaction, spec, inputs)
+        finally:  # the queue keeps its own copy of a job's inputs
+            for path in inputs.values():
+                if path.parent == self.config.downloads_dir:
+                    await asyncio.to_thread(path.unlink, missing_ok=True)
         await interaction.edit_original_response(content=render.ack_text(entry, time.time()))
         await self.bot.publisher.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)

@@ -113,7 +113,11 @@ class ManageCog(commands.Cog):
         kwargs: dict[str, object] = {"ephemeral": True, "files": files}
         if view is not None:
             kwargs["view"] = view
-        await interaction.response.send_message(text, **kwargs)  # type: ignore[arg-type]
+        try:
+            await interaction.response.send_message(text, **kwargs)  # type: ignore[arg-type]
+        finally:
+            for file in files:  # InteractionResponse.send_message leaves its files open
+                file.close()
 
     @staticmethod
     def _view(record: JobRecord) -> discord.ui.View | None:

@@ -40,6 +40,7 @@ async def running_bot(fake: FakeDiscord, queue: MemoryQueue, config: BotConfig) 
         await asyncio.wait_for(fake.identified.wait(), 15)
         yield bot
     finally:
+        await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client
         await bot.close()
         await queue.stop()
         with contextlib.suppress(asyncio.CancelledError):

@@ -36,7 +36,7 @@ class MemoryQueue:
         self.max_queued = max_queued_per_member
         self.result_size = result_size
         self.jobs: dict[int, JobRecord] = {}
-        self.submitted: list[tuple[Owner, JobSpec, int | None, dict[str, Path]]] = []
+        self.submitted: list[tuple[Owner, JobSpec, int | None, dict[str, bytes]]] = []  # inputs read at submit
         self._events: list[JobEvents] = []
         self._wake = asyncio.Event()
         self._cancel: set[int] = set()
@@ -64,7 +64,8 @@ class MemoryQueue:
         if len(mine) >= self.max_queued:
             raise QueueRefused(f"you already have {len(mine)} jobs queued; the limit is {self.max_queued}")
         job_id = len(self.jobs) + 1
-        self.submitted.append((owner, spec, upload_limit, dict(inputs or {})))
+        copies = {name: await asyncio.to_thread(Path(path).read_bytes) for name, path in (inputs or {}).items()}
+        self.submitted.append((owner, spec, upload_limit, copies))
         self.jobs[job_id] = JobRecord(
             id=job_id,
             kind=spec.kind,
