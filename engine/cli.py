@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m engine", description="Render with VQGAN+CLIP.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     add_image_command(commands)
+    from engine.cli_video import add_video_commands  # after the image command; it imports this module lazily
+
+    add_video_commands(commands)
     return parser
 
 

@@ -22,6 +22,7 @@ from engine.errors import InvalidJob, OutOfMemory
 from engine.jobs import Artifact, JobKind, JobSpec, Progress, ProgressCallback, spec_from_json, spec_to_json
 from engine.prompts import ParsedPrompts, PromptType, parse_prompts
 from engine.state import JobRandom, LoadedModels, OptimisationState, StepSettings
+from engine.video_spec import DEFAULT_MAX_FRAMES, DEFAULT_MAX_VIDEO_PIXELS, DEFAULT_MAX_VIDEO_SECONDS, VideoLimits
 
 tokenizer()  # import clip quietly before engine.models imports it with its warning
 from engine import models as model_loader  # noqa: E402 - after the quiet clip import
@@ -58,6 +59,9 @@ class Renderer:
         bf16: bool = False,
         channels_last: bool = False,
         download_progress: bool = False,
+        max_frames: int = DEFAULT_MAX_FRAMES,
+        max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
+        max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
     ) -> None:
         self.device = resolve_device(device)
         self.model_dir = None if model_dir is None else Path(model_dir)
@@ -65,6 +69,9 @@ class Renderer:
         self.bf16 = bf16 and on_cuda  # both are CUDA speed options; the CPU keeps fp32 and NCHW
         self.channels_last = channels_last and on_cuda
         self.download_progress = download_progress
+        self.video_limits = VideoLimits(
+            max_frames=max_frames, max_video_seconds=max_video_seconds, max_video_pixels=max_video_pixels
+        )
         self._vqgans: dict[tuple[str, str | None, str | None], Any] = {}
         self._clips: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -101,6 +108,12 @@ class Renderer:
         resume: bytes | None = None,
     ) -> Artifact:
         """Render `spec` to `output` (its suffix picks the format); see bot.ports.Renderer."""
+        if spec.kind in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER):
+            from engine import video_jobs  # imports this module; loaded on first use
+
+            return video_jobs.render_video(
+                self, spec, Path(output), on_progress=on_progress, cancel=cancel, resume=resume
+            )
         if spec.kind is not JobKind.IMAGE:
             raise InvalidJob(f"{spec.kind.value} jobs are not supported by this renderer yet")
         parsed = validation.check_spec(spec)

@@ -1,0 +1,60 @@
+"""Zoom/pan animations (JobKind.ANIMATION, engine.md §4.1): each frame starts from the previous one, moved.
+
+Frame 1 runs `iterations_first_frame` steps (None: `iterations`) from the init image, init noise or
+random tokens; every later frame runs `iterations` steps. Between frames the picture is zoomed
+(crop the centred W/zoom × H/zoom box, LANCZOS back to W × H: above 1 zooms in, below 1 zooms out
+with black borders) and shifted by whole pixels with wrap-around, then re-encoded as z and z_orig
+with a fresh optimizer. Series phrases move on AFTER each listed frame.
+"""
+
+from __future__ import annotations
+
+from PIL import Image, ImageChops
+
+from engine import images, video_spec
+from engine.frame_loop import FrameLoop
+
+
+def zoom_and_shift(img: Image.Image, zoom: float, shift_x: int, shift_y: int) -> Image.Image:
+    """The seed's frame-to-frame move: a centred zoom by `zoom`, then a wrap-around shift in pixels."""
+    width, height = img.size
+    moved = img
+    if zoom != 1.0:
+        box_w, box_h = width / zoom, height / zoom
+        left, top = (width - box_w) / 2, (height - box_h) / 2
+        box = (round(left), round(top), round(left + box_w), round(top + box_h))
+        moved = img.crop(box).resize((width, height), Image.Resampling.LANCZOS)  # outside the picture: black
+    if shift_x or shift_y:
+        moved = ImageChops.offset(moved, shift_x, shift_y)
+    return moved
+
+
+class AnimationLoop(FrameLoop):
+    """A zoom/pan animation of `spec.frames` frames."""
+
+    def canvas(self) -> tuple[int, int]:
+        if not self.spec.init_image:
+            return self.spec.width, self.spec.height
+        init = images.load_rgb(self.spec.init_image, "init image")
+        return images.aspect_size(self.spec.width, self.spec.height, init.width / init.height)
+
+    def check_canvas(self) -> None:
+        video_spec.check_shift("shift_x", self.spec.shift_x, self.width)
+        video_spec.check_shift("shift_y", self.spec.shift_y, self.height)
+
+    @property
+    def moves(self) -> bool:
+        return self.spec.zoom != 1.0 or self.spec.shift_x != 0 or self.spec.shift_y != 0
+
+    def setup_frame(self, frame: int) -> None:
+        state, spec = self.state, self.spec
+        if frame == 1:
+            if spec.init_image:
+                state.set_z_from_image(images.load_rgb(spec.init_image, "init image"))
+            elif spec.init_noise:
+                state.set_z_from_noise(spec.init_noise)
+            else:
+                state.set_z_random()
+        self.use_phrase(frame)
+        if frame > 1 and self.moves:
+            state.set_z_from_image(zoom_and_shift(self.current_image(), spec.zoom, spec.shift_x, spec.shift_y))
