@@ -148,6 +148,20 @@ async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
     assert [j.id for j in await queue.undelivered()] == [job.id]  # the partial is delivered
 
 
+async def test_a_cancel_from_another_process_arrives_with_the_heartbeat(
+    queue: JobQueue, start_runner: RunnerFactory
+) -> None:
+    events = Recorder()
+    queue.subscribe(events)
+    await start_runner(step_s=0.01)  # lease 3 s: a heartbeat every second
+    job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
+    await events.until(lambda: len(events.progress) >= 3)
+    assert await queue.store.request_cancel(job.id)  # what `cancel` does in a process that does not run the job
+    await events.until(lambda: job.id in events.finished, limit_s=5)
+    assert events.finished[job.id].state == JobStatus.CANCELLED
+    assert events.finished[job.id].partial
+
+
 async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
     queue: JobQueue, start_runner: RunnerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
