@@ -234,6 +234,9 @@ class JobRunner:
         try:
             await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
             artifact = await loop.run_in_executor(self._pools[device], render)
+        except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
+            run.cancel.set()
+            raise
         except EngineError as e:
             if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
                 log.exception("job %s: model load failed on %s", job.id, device)
