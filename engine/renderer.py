@@ -290,6 +290,7 @@ def _metadata(
             "vqgan_model_yaml_url": spec.vqgan_yaml_url,
             "vqgan_model_ckpt_url": spec.vqgan_ckpt_url,
             "clip_model": spec.clip_model,
+            "clip_sha256": _clip_sha256(spec.clip_model),
             "requested_size": [spec.width, spec.height],
             "output_image_size": [width, height],
             "cut_method": spec.cut_method,
@@ -310,6 +311,14 @@ def _metadata(
         "spec": json.loads(spec_to_json(spec)),
     }
     return text, params
+
+
+def _clip_sha256(name: str) -> str | None:
+    """The registry's SHA-256 of a CLIP checkpoint (None for tiny and unknown names)."""
+    from engine.registry import CLIP_MODELS
+
+    known = CLIP_MODELS.get(name)
+    return None if known is None else known.sha256
 
 
 def _image_paths(spec: JobSpec) -> list[str]:
