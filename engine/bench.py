@@ -91,17 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.set_prompts(text=[WeightedPrompt(text=PROMPT)])
 
     samples: list[float] = []
+    cpu_samples: list[float] = []  # process CPU time: steadier than wall time on a shared machine
     total = args.warmup + args.iterations
     with tqdm(total=total, unit="it", desc="bench", file=sys.stderr) as bar:
         for i in range(1, total + 1):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             state.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             bar.update(1)
             if i > args.warmup:
                 samples.append(elapsed)
+                cpu_samples.append(cpu)
 
     if device.type == "cuda":
         peak = int(torch.cuda.max_memory_allocated(device))
@@ -113,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sec_per_iter": {"median": statistics.median(samples), "min": min(samples), "max": max(samples)},
         "peak_memory_bytes": peak,
         "samples": samples,
+        "cpu_sec_per_iter": {"median": statistics.median(cpu_samples), "samples": cpu_samples},
         "settings": {
             "loop": "engine",
             "size": [width, height],

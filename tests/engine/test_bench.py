@@ -17,6 +17,7 @@ def test_bench_prints_valid_json_last(capsys: pytest.CaptureFixture[str]) -> Non
     assert result["sec_per_iter"]["median"] > 0
     assert result["peak_memory_bytes"] > 0
     assert len(result["samples"]) == 1
+    assert result["cpu_sec_per_iter"]["median"] > 0
     settings = result["settings"]
     assert settings["size"] == [64, 48]
     assert settings["cutn"] == 2
