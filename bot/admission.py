@@ -16,7 +16,7 @@ from bot.ports import QueueRefused
 from engine.errors import InvalidJob
 from engine.jobs import JobKind, JobSpec
 from engine.prompts import validate
-from storage.records import job_steps
+from storage.records import PlanRow, job_steps
 
 # (pixels, GB) at 32 cuts: the README's points; the first one (models and CUDA context) is a guess
 _MEMORY_POINTS = ((0, 4.0), (380 * 380, 8.0), (512 * 512, 10.0), (700 * 700, 16.0), (900 * 900, 24.0))
@@ -28,18 +28,29 @@ _TINY_CPU_SPEED = (0.004, 7.0e-6, 0.0005)
 GPU_SPEEDUP = 25.0  # the seed README: an RTX 3080 is more than 25× faster than a Ryzen 5900X
 
 
-def _linear(coefficients: tuple[float, float, float], spec: JobSpec) -> float:
+@dataclasses.dataclass(frozen=True, slots=True)
+class SpeedClass:
+    """What speed depends on besides the device: the models, the size and the cut count."""
+
+    vqgan_model: str
+    clip_model: str
+    width: int
+    height: int
+    num_cuts: int
+
+    @classmethod
+    def of(cls, spec: JobSpec | PlanRow) -> SpeedClass:
+        return cls(spec.vqgan_model, spec.clip_model, spec.width, spec.height, spec.num_cuts)
+
+
+def _linear(coefficients: tuple[float, float, float], c: SpeedClass | JobSpec) -> float:
     base, per_pixel, per_cut = coefficients
-    return base + per_pixel * spec.width * spec.height + per_cut * spec.num_cuts
-
-
-def _is_tiny(spec: JobSpec) -> bool:
-    return spec.vqgan_model == "tiny"
+    return base + per_pixel * c.width * c.height + per_cut * c.num_cuts
 
 
 def estimate_memory_gb(spec: JobSpec) -> float:
     """Peak device memory the job needs, in GB (an estimate; see the module docstring)."""
-    if _is_tiny(spec):
+    if spec.vqgan_model == "tiny":
         return _linear(_TINY_MEMORY, spec)
     pixels = spec.width * spec.height
     segments = itertools.pairwise(_MEMORY_POINTS)
@@ -48,15 +59,15 @@ def estimate_memory_gb(spec: JobSpec) -> float:
     return max(1.0, at_32_cuts + _GB_PER_CUT * (spec.num_cuts - 32))
 
 
-def guess_seconds_per_step(spec: JobSpec, device: str) -> float:
+def guess_seconds_per_step(c: SpeedClass, device: str) -> float:
     """A default speed for when nothing has been measured for this model, size, cut count and device."""
-    seconds = _linear(_TINY_CPU_SPEED if _is_tiny(spec) else _REAL_CPU_SPEED, spec)
+    seconds = _linear(_TINY_CPU_SPEED if c.vqgan_model == "tiny" else _REAL_CPU_SPEED, c)
     return seconds if device.startswith("cpu") else seconds / GPU_SPEEDUP
 
 
-def speed_key(spec: JobSpec, device: str) -> str:
+def speed_key(c: SpeedClass, device: str) -> str:
     """What speed is measured per: models, size, cuts, device."""
-    return f"{spec.vqgan_model}+{spec.clip_model}|{spec.width}x{spec.height}|c{spec.num_cuts}|{device}"
+    return f"{c.vqgan_model}+{c.clip_model}|{c.width}x{c.height}|c{c.num_cuts}|{device}"
 
 
 class SpeedBook:
@@ -64,23 +75,26 @@ class SpeedBook:
 
     def __init__(self, measured: dict[str, float] | None = None) -> None:
         self._measured = dict(measured or {})
+        self._version = 0  # a memo from before an update is stale, even if a planning thread writes it late
+        self._memo: dict[tuple[SpeedClass, tuple[str, ...]], tuple[int, float]] = {}
 
     def update(self, key: str, seconds_per_step: float) -> None:
         self._measured[key] = seconds_per_step
+        self._version += 1
 
-    def measured(self, spec: JobSpec, device: str) -> float | None:
-        return self._measured.get(speed_key(spec, device))
+    def measured(self, c: SpeedClass, device: str) -> float | None:
+        return self._measured.get(speed_key(c, device))
 
-    def seconds_per_step(self, spec: JobSpec, devices: tuple[str, ...]) -> float:
-        """The best known speed on any of `devices` (they share the queue), else the guess for the first."""
-        known = [v for d in devices if (v := self._measured.get(speed_key(spec, d))) is not None]
-        if known:
-            return sum(known) / len(known)
-        return guess_seconds_per_step(spec, devices[0] if devices else "cpu")
-
-    def job_seconds(self, spec: JobSpec, devices: tuple[str, ...], steps_done: int = 0) -> float:
-        steps, _ = job_steps(spec)
-        return max(0, steps - steps_done) * self.seconds_per_step(spec, devices)
+    def seconds_per_step(self, c: SpeedClass, devices: tuple[str, ...]) -> float:
+        """The mean measured speed on `devices` (they share the queue), else the guess for the first."""
+        version = self._version
+        memo = self._memo.get((c, devices))
+        if memo is not None and memo[0] == version:
+            return memo[1]
+        known = [v for d in devices if (v := self._measured.get(speed_key(c, d))) is not None]
+        value = sum(known) / len(known) if known else guess_seconds_per_step(c, devices[0] if devices else "cpu")
+        self._memo[(c, devices)] = (version, value)
+        return value
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)

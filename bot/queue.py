@@ -18,12 +18,13 @@ from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from bot.admission import AdmissionLimits, SpeedBook, admit, speed_key
+from bot.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_key
 from bot.ports import JobEvents, JobNotFound, NotAllowed, ProgressUpdate, QueueEntry, QueueRefused
-from bot.scheduler import FairShare, plan
+from bot.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
-from storage.jobs import JobStore, LimitReached, NoSuchJob, SqliteJobStore
-from storage.records import JobRecord, Owner, SubmitLimits
+from storage.jobs import JobStore, LimitReached, NoSuchJob
+from storage.records import JobRecord, Owner, PlanRow, SubmitLimits
+from storage.sqlite_jobs import SqliteJobStore
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +126,7 @@ class JobQueue:
         there is copied too, so a job never depends on a file outside the data directory.
         """
         await self._load_speeds()
-        admit(spec, self.config.admission, self.speeds.seconds_per_step(spec, self.config.devices))
+        admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
         files = self._input_files(spec, inputs or {})
         staging = await asyncio.to_thread(self._stage, files) if files else None
         prepare = None
@@ -158,9 +159,11 @@ class JobQueue:
         log.info("job %s queued for user %s (%s %dx%d)", job.id, owner.user_id, spec.kind, spec.width, spec.height)
         for runner in self._runners:
             runner.wake()
-        for entry in await self.snapshot():
-            if entry.job.id == job.id:
-                return entry
+        for planned in await self._plan():
+            if planned.id == job.id:
+                return QueueEntry(
+                    job=job, position=planned.position, eta_start_s=planned.eta_start_s, eta_done_s=planned.eta_done_s
+                )
         # a runner already finished it (a tiny job on an idle queue)
         return QueueEntry(job=await self.get(job.id), position=0, eta_start_s=0.0, eta_done_s=0.0)
 
@@ -221,34 +224,47 @@ class JobQueue:
             return job
         return dataclasses.replace(job, step=live.step, frame=live.frame)
 
-    async def snapshot(self) -> list[QueueEntry]:
-        """Running and queued jobs, in the order they will run, with positions and ETAs."""
-        await self._load_speeds()
-        now = self.clock()
-        jobs = await self.store.active()
-        usage = await self.store.usage(now=now)
-        running = [(self._with_live(j), self._remaining(j)) for j in jobs if j.state == JobStatus.RUNNING]
-        queued = [j for j in jobs if j.state == JobStatus.QUEUED]
-        devices = self.config.devices
-        planned = plan(
-            self.policy,
-            running,
-            queued,
-            usage,
-            lambda j: self.speeds.job_seconds(j.spec, devices, j.checkpoint_step or 0),
-            workers=len(devices),
-        )
+    async def snapshot(self, limit: int | None = None) -> list[QueueEntry]:
+        """Running and queued jobs, in the order they will run, with positions and ETAs (the first `limit`)."""
+        planned = (await self._plan())[:limit]
+        records = {j.id: j for j in await self.store.many([p.id for p in planned])}
         return [
-            QueueEntry(job=p.job, position=p.position, eta_start_s=p.eta_start_s, eta_done_s=p.eta_done_s)
+            QueueEntry(
+                job=self._with_live(records[p.id]),
+                position=p.position,
+                eta_start_s=p.eta_start_s,
+                eta_done_s=p.eta_done_s,
+            )
             for p in planned
+            if p.id in records  # finished between the two reads
         ]
 
-    def _remaining(self, job: JobRecord) -> float:
-        live = self._live.get(job.id)
-        if live is not None and live.eta_done_s is not None:
-            return live.eta_done_s
-        devices = (job.device,) if job.device else self.config.devices
-        return self.speeds.job_seconds(job.spec, devices, max(job.step, job.checkpoint_step or 0))
+    async def _plan(self) -> list[Planned]:
+        """The simulated schedule, from light rows (no spec decoding): cheap enough for every submit."""
+        await self._load_speeds()
+        rows = await self.store.plan_rows()
+        usage = await self.store.usage(now=self.clock())
+        live = {job_id: (u.step, u.eta_done_s) for job_id, u in self._live.items()}
+        # a thousand queued jobs take milliseconds of pure Python: keep that off the event loop
+        return await asyncio.to_thread(self._simulate, rows, usage, live)
+
+    def _simulate(
+        self, rows: list[PlanRow], usage: dict[int, float], live: dict[int, tuple[int, float | None]]
+    ) -> list[Planned]:
+        devices = self.config.devices
+        running: list[Work] = []
+        queued: list[Work] = []
+        for row in rows:
+            if row.running:
+                step, eta = live.get(row.id, (row.steps_done, None))
+                if eta is None:
+                    rate = self.speeds.seconds_per_step(SpeedClass.of(row), (row.device,) if row.device else devices)
+                    eta = max(0, row.steps - step) * rate
+                running.append(Work(row.id, row.user_id, row.priority, eta))
+            else:
+                rate = self.speeds.seconds_per_step(SpeedClass.of(row), devices)
+                queued.append(Work(row.id, row.user_id, row.priority, max(0, row.steps - row.steps_done) * rate))
+        return plan(self.policy, running, queued, usage, workers=len(devices))
 
     async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
         return [self._with_live(j) for j in await self.store.recent(user_id, limit)]
@@ -283,7 +299,8 @@ class JobQueue:
             self._runners.remove(runner)
 
     async def record_speed(self, spec: JobSpec, device: str, seconds_per_step: float) -> None:
-        key = speed_key(spec, device)
+        """Fold a measured speed into the persisted moving average used for ETAs."""
+        key = speed_key(SpeedClass.of(spec), device)
         self.speeds.update(key, await self.store.record_speed(key, seconds_per_step, now=self.clock()))
 
     def publish_started(self, job: JobRecord) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import dataclasses
 import heapq
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
-from storage.records import Candidate, JobRecord, QueueState
+from storage.records import QueueState
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,46 +40,45 @@ class FairShare:
             if job.user_id in seen:
                 continue
             seen.add(job.user_id)
-            if self._at_cap(state.running_per_member.get(job.user_id, 0)):
+            if self.at_cap(state.running_per_member.get(job.user_id, 0)):
                 continue
             key = (self.effective_usage(state.usage.get(job.user_id, 0.0), job.priority), job.id)
             if best is None or key < best:
                 best = key
         return None if best is None else best[1]
 
-    def _at_cap(self, running: int) -> bool:
+    def at_cap(self, running: int) -> bool:
         return self.max_running_per_member is not None and running >= self.max_running_per_member
 
 
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+@dataclasses.dataclass(frozen=True, slots=True)
+class Work:
+    """A job as the simulation sees it: whose, whether priority, how many seconds (left)."""
+
+    id: int
+    user_id: int
+    priority: bool
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class Planned:
     """One job's place in the simulated schedule. Times are seconds from now."""
 
-    job: JobRecord
+    id: int
     position: int  # 0: running now; 1: next; ...
     eta_start_s: float
     eta_done_s: float
 
 
-def candidate(job: JobRecord) -> Candidate:
-    return Candidate(
-        id=job.id,
-        user_id=job.owner.user_id,
-        guild_id=job.owner.guild_id,
-        priority=job.priority,
-        created_at=job.created_at,
-    )
-
-
 def plan(
     policy: FairShare,
-    running: Sequence[tuple[JobRecord, float]],
-    queued: Iterable[JobRecord],
+    running: Sequence[Work],
+    queued: Sequence[Work],
     usage: dict[int, float],
-    duration: Callable[[JobRecord], float],
     workers: int = 1,
 ) -> list[Planned]:
-    """Simulate the scheduler: running jobs (with their remaining seconds) first, then queued jobs in run order.
+    """Simulate the scheduler: running jobs (`seconds` = what is left) first, then queued jobs in run order.
 
     At each dispatch the member with the least (weighted) usage goes next and is charged the whole
     duration of the job it gets, which is what its usage will be when the next choice is made.
@@ -88,15 +87,15 @@ def plan(
     out: list[Planned] = []
     free_at = [0.0] * workers  # a heap of the times each worker becomes free
     ends: dict[int, list[float]] = {}  # member -> end times of its simulated running jobs
-    for job, remaining in sorted(running, key=lambda r: r[1]):
+    for work in sorted(running, key=lambda w: w.seconds):
         start = heapq.heappop(free_at)
-        heapq.heappush(free_at, start + remaining)
-        ends.setdefault(job.owner.user_id, []).append(start + remaining)
-        out.append(Planned(job=job, position=0, eta_start_s=0.0, eta_done_s=start + remaining))
+        heapq.heappush(free_at, start + work.seconds)
+        ends.setdefault(work.user_id, []).append(start + work.seconds)
+        out.append(Planned(work.id, 0, 0.0, start + work.seconds))
 
-    per_member: dict[int, deque[JobRecord]] = {}
-    for job in sorted(queued, key=lambda j: j.id):
-        per_member.setdefault(job.owner.user_id, deque()).append(job)
+    per_member: dict[int, deque[Work]] = {}
+    for work in sorted(queued, key=lambda w: w.id):
+        per_member.setdefault(work.user_id, deque()).append(work)
     spent = dict(usage)
 
     def key(member: int) -> tuple[float, int, int]:
@@ -112,28 +111,26 @@ def plan(
         chosen: tuple[float, int, int] | None = None
         while heap:
             entry = heapq.heappop(heap)
-            member = entry[2]
-            if policy._at_cap(sum(1 for end in ends.get(member, ()) if end > now)):
-                blocked.append(entry)
-                continue
+            active = ends.get(entry[2])
+            if active:
+                active[:] = [end for end in active if end > now]  # forget the member's jobs that have ended
+                if policy.at_cap(len(active)):
+                    blocked.append(entry)
+                    continue
             chosen = entry
             break
-        if chosen is None:  # everyone waiting is at the running cap: wait for the first of their jobs to end
-            later = min(end for entry in blocked for end in ends[entry[2]] if end > now)
-            heapq.heappush(free_at, later)
-            for entry in blocked:
-                heapq.heappush(heap, entry)
-            continue
         for entry in blocked:
             heapq.heappush(heap, entry)
+        if chosen is None:  # everyone waiting is at the running cap: wait for the first of their jobs to end
+            heapq.heappush(free_at, min(end for entry in blocked for end in ends[entry[2]]))
+            continue
         member = chosen[2]
-        job = per_member[member].popleft()
-        seconds = duration(job)
+        work = per_member[member].popleft()
         position += 1
-        out.append(Planned(job=job, position=position, eta_start_s=now, eta_done_s=now + seconds))
-        heapq.heappush(free_at, now + seconds)
-        ends.setdefault(member, []).append(now + seconds)
-        spent[member] = spent.get(member, 0.0) + seconds
+        out.append(Planned(work.id, position, now, now + work.seconds))
+        heapq.heappush(free_at, now + work.seconds)
+        ends.setdefault(member, []).append(now + work.seconds)
+        spent[member] = spent.get(member, 0.0) + work.seconds
         if per_member[member]:
             heapq.heappush(heap, key(member))
     return out

@@ -2,7 +2,8 @@
 
 No class a file names is ever imported or instantiated: the YAML is read as plain data, and the
 checkpoint loads with `weights_only=True`, allowing only the Lightning names a taming checkpoint is
-known to hold, each mapped to an inert stand-in (dependencies.md §3, engine.md §6.2–6.3).
+known to hold, each mapped to an inert stand-in (dependencies.md §3, engine.md §6.2–6.3). CLIP files are
+TorchScript archives and are opened only after their SHA-256 matched OpenAI's (the caller's job: fetch()).
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ sidecar file (`<name>.sha256`) and every later load checks the cached file again
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import hashlib
 import http.client
 import logging
@@ -18,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import platformdirs
@@ -81,16 +84,18 @@ def fetch(
     """
     dest = Path(dest)
     with _lock_for(dest):
-        if dest.exists():
-            verify_cached(dest, sha256=sha256)
-            return dest
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ModelLoadError(f"cannot create the model directory {dest.parent}: {exc}") from exc
-        digest = _download_with_retries(url, dest, sha256, progress, retries, backoff_s, timeout_s)
-        if sha256 is None:
-            _record_checksum(dest, digest)
+        if not dest.exists():
+            try:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ModelLoadError(f"cannot create the model directory {dest.parent}: {exc}") from exc
+            with _directory_lock(dest.parent):
+                if not dest.exists():  # another process may have fetched it while we waited
+                    digest = _download_with_retries(url, dest, sha256, progress, retries, backoff_s, timeout_s)
+                    if sha256 is None:
+                        _record_checksum(dest, digest)
+                    return dest
+        verify_cached(dest, sha256=sha256)
         return dest
 
 
@@ -129,6 +134,18 @@ def _record_checksum(dest: Path, digest: str) -> None:
 def _lock_for(dest: Path) -> threading.Lock:
     with _dest_locks_guard:
         return _dest_locks.setdefault(dest.resolve(), threading.Lock())
+
+
+@contextlib.contextmanager
+def _directory_lock(directory: Path) -> Iterator[None]:
+    # Bot workers are separate processes: one downloads, the others wait and then find the file.
+    # flock on the directory itself leaves no lock file behind.
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _download_with_retries(

@@ -2,12 +2,11 @@
 
 spandrel reads `.pth` files through its own allow-list unpickler (a planted `os.system` is refused
 without running) and `.safetensors` with no pickle at all. Weights are cached on disk and fetched
-with `engine.download.fetch`; loaded models are kept in memory for the next call.
+with `engine.download.fetch` (the registry's URLs); loaded models are kept in memory for the next call.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import io
 import logging
@@ -17,50 +16,23 @@ import re
 from pathlib import Path
 from typing import Any
 
-import platformdirs
 import torch
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 
-from engine.errors import InvalidJob, ModelLoadError
+from engine.download import fetch, model_cache_dir, verify_cached
+from engine.errors import InvalidJob, ModelLoadError, OutOfMemory
+from engine.registry import DEFAULT_REAL_ESRGAN, REAL_ESRGAN_MODELS
 
 log = logging.getLogger(__name__)
 
 # spandrel's descriptor of a loaded image-to-image model (here: an RRDBNet upscaler)
 Upscaler = ImageModelDescriptor[Any]
 
-_RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class UpscalerFile:
-    """A Real-ESRGAN weight file the seed package knows: where it lives and what it does."""
-
-    url: str
-    scale: int
-    note: str = ""
-
-
-# The seed's model list (engine.md §5). TEMPORARY: engine/registry.py (models helper) is to own it.
-ESRGAN_MODELS: dict[str, UpscalerFile] = {
-    "RealESRGAN_x4plus.pth": UpscalerFile(f"{_RELEASES}/v0.1.0/RealESRGAN_x4plus.pth", 4, "default, ≈64 MB"),
-    "RealESRGAN_x4plus_anime_6B.pth": UpscalerFile(f"{_RELEASES}/v0.2.2.4/RealESRGAN_x4plus_anime_6B.pth", 4, "anime"),
-    "RealESRGAN_x2plus.pth": UpscalerFile(f"{_RELEASES}/v0.2.1/RealESRGAN_x2plus.pth", 2),
-    "RealESRNet_x4plus.pth": UpscalerFile(f"{_RELEASES}/v0.1.1/RealESRNet_x4plus.pth", 4, "MSE-trained, smoother"),
-    "ESRGAN_SRx4_DF2KOST_official-ff704c30.pth": UpscalerFile(
-        f"{_RELEASES}/v0.1.1/ESRGAN_SRx4_DF2KOST_official-ff704c30.pth", 4, "original ESRGAN"
-    ),
-}
-DEFAULT_MODEL = "RealESRGAN_x4plus.pth"
+DEFAULT_MODEL = DEFAULT_REAL_ESRGAN
 _WEIGHT_SUFFIXES = {".pth", ".safetensors"}  # never `.pt`: spandrel tries TorchScript on those
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 JPEG_QUALITY = 95
-
-
-def default_model_dir() -> Path:
-    """Where weights are cached: $ENGINE_MODEL_DIR, else the user cache dir."""
-    configured = os.environ.get("ENGINE_MODEL_DIR")
-    return Path(configured) if configured else Path(platformdirs.user_cache_dir("vqbot")) / "models"
 
 
 def model_file(
@@ -70,24 +42,23 @@ def model_file(
     model_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
 ) -> Path:
-    """The local weight file: an existing path as given, else cached in `model_dir`, downloaded when absent."""
+    """The local weight file: an existing path as given, else from the model cache, downloaded when absent.
+
+    `model_url` overrides the registry's URL (engine.registry.REAL_ESRGAN_MODELS) and names custom files.
+    """
     given = Path(model_filename)
     if given.is_file():
         return given
-    folder = Path(model_dir) if model_dir is not None else default_model_dir()
-    dest = folder / given.name
-    if dest.is_file():
-        return dest
-    url = model_url or (ESRGAN_MODELS[given.name].url if given.name in ESRGAN_MODELS else None)
+    dest = model_cache_dir(model_dir) / given.name
+    known = REAL_ESRGAN_MODELS.get(given.name)
+    url = model_url or (known.url if known else None)
     if url is None:
-        known = ", ".join(ESRGAN_MODELS)
-        raise ModelLoadError(f"unknown upscaler {given.name!r} and no model_url given (known: {known})")
-    try:
-        from engine.download import fetch  # the models helper's downloader (hash check, retries, atomic)
-    except ImportError as exc:
-        raise ModelLoadError(f"{dest} is missing and the downloader is not available ({exc})") from None
-    folder.mkdir(parents=True, exist_ok=True)
-    return Path(fetch(url, dest, progress=progress))
+        if dest.is_file():  # a custom file placed in the cache by hand
+            verify_cached(dest)
+            return dest
+        names = ", ".join(REAL_ESRGAN_MODELS)
+        raise ModelLoadError(f"unknown upscaler {given.name!r} and no model_url given (known: {names})")
+    return fetch(url, dest, progress=progress)
 
 
 def load_upscaler(
@@ -185,7 +156,13 @@ def upscale_image(
         raise InvalidJob("tile and tile_pad must not be negative")
     alpha = img.convert("RGBA").getchannel("A") if _has_alpha(img) else None
     rgb = img.convert("RGB")
-    out = _to_image(_run_tiled(_to_tensor(rgb, model), model, tile, tile_pad))
+    try:
+        out = _to_image(_run_tiled(_to_tensor(rgb, model), model, tile, tile_pad))
+    except torch.cuda.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise OutOfMemory(
+            f"upscaling {img.width}×{img.height} ran out of GPU memory; use tiles (tile=256 or smaller)"
+        ) from None
     if alpha is not None:
         out.putalpha(alpha.resize(out.size, Image.Resampling.BICUBIC))
     return out

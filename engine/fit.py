@@ -27,7 +27,7 @@ MIN_VIDEO_BYTES = 32 * 1024
 _QUALITIES = (90, 82, 74, 66, 58, 50, 42)
 _SHRINK = 0.75
 # Keep this share of the budget for the container and the encoder's rate-control overshoot.
-_VIDEO_HEADROOM = 0.85
+_VIDEO_HEADROOM = 0.80
 _AUDIO_BITRATE = 48_000
 _MIN_VIDEO_BITRATE = 8_000
 # Bits per pixel per frame below which a lower resolution looks better than more compression.

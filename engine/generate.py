@@ -119,18 +119,24 @@ def render_still(
     if config.cudnn_determinism:
         torch.backends.cudnn.deterministic = True
     cancel = threading.Event()
-    with (
-        tqdm(total=spec.iterations, unit="it", desc="single image", leave=leave_progress_bar, file=sys.stderr,
-             disable=not show_progress) as bar,
-        _interrupt_sets(cancel),
-    ):  # fmt: skip
+    bars: list[Any] = []  # the bar starts with the first iteration, so a refused job prints only its error
 
-        def on_progress(p: Any) -> None:
-            bar.update(1)
-            if verbose:
-                bar.write(f"iteration {p.iteration}: loss {p.loss:.5f}", file=sys.stderr)
+    def on_progress(p: Any) -> None:
+        if not bars:
+            bars.append(
+                tqdm(total=p.total, unit="it", desc="single image", leave=leave_progress_bar, file=sys.stderr,
+                     disable=not show_progress, initial=p.iteration - 1)
+            )  # fmt: skip
+        bars[0].update(1)
+        if verbose:
+            bars[0].write(f"iteration {p.iteration}: loss {p.loss:.5f}", file=sys.stderr)
 
-        artifact = renderer.render(spec, Path(output_filename), on_progress=on_progress, cancel=cancel)
+    try:
+        with _interrupt_sets(cancel):
+            artifact = renderer.render(spec, Path(output_filename), on_progress=on_progress, cancel=cancel)
+    finally:
+        for bar in bars:
+            bar.close()
     if artifact.partial:
         log.warning(
             "stopped after %d of %d iterations; saved %s", artifact.steps_done, spec.iterations, output_filename

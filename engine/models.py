@@ -42,10 +42,10 @@ def load_vqgan(
     """The VQGAN called `name` (a registry key, `tiny`, or a custom name with URLs), eval and frozen, on `device`."""
     if name == TINY:
         return build_tiny_vqgan().to(device)
-    yaml_url, ckpt_url = _vqgan_urls(name, yaml_url, ckpt_url)
+    yaml_urls, ckpt_urls = _vqgan_urls(name, yaml_url, ckpt_url)
     directory = model_cache_dir(model_dir)
-    yaml_path = fetch(yaml_url, directory / f"{name}.yaml", progress=progress)
-    ckpt_path = fetch(ckpt_url, directory / f"{name}.ckpt", progress=progress)
+    yaml_path = _fetch_first(yaml_urls, directory / f"{name}.yaml", progress)
+    ckpt_path = _fetch_first(ckpt_urls, directory / f"{name}.ckpt", progress)
     architecture = read_vqgan_yaml(yaml_path)
     known = VQGAN_MODELS.get(name)
     if known is not None and (architecture.embed_dim, architecture.n_embed) != (known.embed_dim, known.n_embed):
@@ -97,8 +97,8 @@ def build_clip_architecture(name: str) -> CLIP:
     return model.float().eval().requires_grad_(False)
 
 
-def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[str, str]:
-    """The URLs to fetch: the registry's for a known name, the caller's for a custom one."""
+def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The URLs to try, in order: the registry's (with mirrors) for a known name, the caller's for a custom one."""
     known = VQGAN_MODELS.get(name)
     if known is not None and known.yaml_url and known.ckpt_url:
         if (yaml_url or known.yaml_url, ckpt_url or known.ckpt_url) != (known.yaml_url, known.ckpt_url):
@@ -106,7 +106,7 @@ def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[
             raise ModelLoadError(
                 f"{name!r} is a registry model with its own URLs; give your model another name to use other URLs"
             )
-        return known.yaml_url, known.ckpt_url
+        return (known.yaml_url, *known.yaml_mirrors), (known.ckpt_url, *known.ckpt_mirrors)
     if not (yaml_url and ckpt_url):
         raise ModelLoadError(
             f"unknown VQGAN model {name!r}: known are {', '.join(VQGAN_MODELS)}; "
@@ -114,7 +114,21 @@ def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[
         )
     if not _SAFE_NAME.fullmatch(name):
         raise ModelLoadError(f"a custom model name must be letters, digits, '.', '_' or '-', not {name!r}")
-    return yaml_url, ckpt_url
+    return (yaml_url,), (ckpt_url,)
+
+
+def _fetch_first(urls: tuple[str, ...], dest: Path, progress: bool) -> Path:
+    """`dest` from the first URL that works; a cached file that fails its checksum is not retried elsewhere."""
+    problems = []
+    for url in urls:
+        try:
+            return fetch(url, dest, progress=progress)
+        except ModelLoadError as exc:
+            if dest.exists() or len(urls) == 1:
+                raise
+            log.warning("%s; trying the next mirror", exc)
+            problems.append(str(exc))
+    raise ModelLoadError(f"no mirror of {dest.name} worked: " + " | ".join(problems))
 
 
 def _to_device(model: ModuleT, device: torch.device, name: str) -> ModuleT:

@@ -36,6 +36,8 @@ class VQGANSpec:
     ddconfig: Mapping[str, Any]
     embed_dim: int
     n_embed: int | None  # None: not verified; the YAML says (coco)
+    yaml_mirrors: tuple[str, ...] = ()  # tried in order when the main URL fails
+    ckpt_mirrors: tuple[str, ...] = ()
 
     @property
     def stride(self) -> int:
@@ -94,7 +96,9 @@ VQGAN_MODELS: Mapping[str, VQGANSpec] = _frozen({
     spec.name: spec
     for spec in (
         VQGANSpec("vqgan_imagenet_f16_16384", _heibox("a7530b09fed84f80a887", _MODEL_YAML),
-                  _heibox("a7530b09fed84f80a887", _LAST_CKPT), VQGANKind.PLAIN, F16_DDCONFIG, 256, 16384),
+                  _heibox("a7530b09fed84f80a887", _LAST_CKPT), VQGANKind.PLAIN, F16_DDCONFIG, 256, 16384,
+                  yaml_mirrors=("https://heibox.uni-heidelberg.de/f/274fb24ed38341bfa753/?dl=1",),
+                  ckpt_mirrors=("https://heibox.uni-heidelberg.de/f/867b05fc8c4841768640/?dl=1",)),
         # The seed README's checkpoint link ends `&dl=` (no 1); the working form is used here.
         VQGANSpec("vqgan_imagenet_f16_1024", _heibox("8088892a516d4e3baf92", _MODEL_YAML),
                   _heibox("8088892a516d4e3baf92", _LAST_CKPT), VQGANKind.PLAIN, F16_DDCONFIG, 256, 1024),

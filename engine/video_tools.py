@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from engine import ffmpeg, fit, media
 from engine.errors import InvalidJob
@@ -109,8 +109,12 @@ def _fit_frame(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 def _raw_frames(paths: Sequence[Path], size: tuple[int, int]) -> Iterator[bytes]:
     for path in paths:
-        with Image.open(path) as img:
-            yield _fit_frame(img.convert("RGB"), size).tobytes()
+        try:
+            with Image.open(path) as img:
+                frame = _fit_frame(img.convert("RGB"), size).tobytes()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InvalidJob(f"{path.name}: a frame that cannot be read as an image") from exc
+        yield frame
 
 
 def encode_video(
@@ -149,8 +153,11 @@ def encode_video(
     missing = [p.name for p in stills if not p.is_file()]
     if missing:
         raise InvalidJob(f"frame file(s) not found: {', '.join(missing[:3])}")
-    with Image.open(stills[0]) as first:
-        size = _even_size(first.size)
+    try:
+        with Image.open(stills[0]) as first:
+            size = _even_size(first.size)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidJob(f"{stills[0].name}: a frame that cannot be read as an image") from exc
 
     if out_rate != in_rate:
         # minterpolate drops the last still's display time (the seed's videos came out short): repeat the

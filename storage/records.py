@@ -100,6 +100,24 @@ class QueueState:
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class PlanRow:
+    """A queued or running job as positions and ETAs need it: who, how much work, at what speed class."""
+
+    id: int
+    user_id: int
+    priority: bool
+    running: bool
+    steps: int
+    steps_done: int  # a running job's progress, or where a queued job's checkpoint resumes
+    vqgan_model: str
+    clip_model: str
+    width: int
+    height: int
+    num_cuts: int
+    device: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class LeaseState:
     """The answer to a heartbeat: the lease is held; whether someone asked to cancel the job."""
 

@@ -65,7 +65,9 @@ def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[objec
     spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, vqgan_model="tiny", clip_model="tiny", seed=1)
 
     def tiny(device: str) -> Renderer:
-        return EngineRenderer(device, model_dir=model_dir)  # type: ignore[call-arg]
+        renderer = EngineRenderer(device, model_dir=Path(model_dir) if model_dir else None)
+        renderer.models(spec)  # load the models now, on the device thread, not with the first job
+        return renderer
 
     return tiny, spec
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.admission import SpeedClass
 from bot.ports import ProgressUpdate
 from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
@@ -108,7 +109,7 @@ async def test_jobs_run_on_the_device_thread_in_fair_order_and_report_on_the_loo
         assert Path(path).is_relative_to(queue.data_dir / "outputs" / str(job_id))
         assert read(path) == PNG_1X1
     assert [j.id for j in await queue.undelivered()] == [*a, b]
-    assert queue.speeds.measured(SPEC, "cpu") is not None  # measured, and persisted by the store
+    assert queue.speeds.measured(SpeedClass.of(SPEC), "cpu") is not None  # measured, and persisted by the store
     assert await queue.store.speeds()
 
 
@@ -229,9 +230,44 @@ async def test_a_runner_that_loses_its_lease_discards_its_attempt(queue: JobQueu
     assert (stored.state, stored.lease_owner) == (JobStatus.RUNNING, "thief/cpu")
 
 
+class Counting(Recorder):
+    """Counts each member's jobs running at once, from the started/finished events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.running: dict[int, int] = {}
+        self.most: dict[int, int] = {}
+
+    async def on_started(self, job: JobRecord) -> None:
+        user = job.owner.user_id
+        self.running[user] = self.running.get(user, 0) + 1
+        self.most[user] = max(self.most.get(user, 0), self.running[user])
+
+    async def on_finished(self, job: JobRecord) -> None:
+        self.running[job.owner.user_id] -= 1
+
+
 def read(path: str) -> bytes:
     return Path(path).read_bytes()
 
 
 def _with(spec: JobSpec, **changes: object) -> JobSpec:
     return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+
+
+async def test_two_devices_run_two_members_at_once_but_never_one_member_twice(
+    queue: JobQueue, start_runner: RunnerFactory
+) -> None:
+    events = Recorder()
+    queue.subscribe(events)
+    counting = Counting()
+    queue.subscribe(counting)
+    for _ in range(3):
+        await queue.submit(ALICE, _with(SPEC, iterations=15))
+    await queue.submit(BOB, _with(SPEC, iterations=15))
+    _, renderers = await start_runner(step_s=0.01, devices=("cpu:0", "cpu:1"))
+    await events.until(lambda: len(events.finished) == 4)
+    assert counting.most == {ALICE.user_id: 1, BOB.user_id: 1}  # the per-member running cap held
+    assert all(r.rendered_on for r in renderers.values())  # both devices worked
+    devices = {j.device for j in events.finished.values()}
+    assert devices == {"cpu:0", "cpu:1"}

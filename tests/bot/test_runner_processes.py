@@ -100,24 +100,38 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
             worker.wait()
 
 
+@pytest.mark.parametrize(
+    ("renderer", "jobs", "iterations", "every", "kill_at"),
+    [("fake", 4, 40, 5, 17), ("tiny", 2, 12, 3, 7)],  # tiny: the real engine on CPU, its real checkpoints
+)
 def test_a_worker_killed_mid_job_resumes_it_from_its_checkpoint_and_finishes_each_job_once(
-    tmp_path: Path, workers: list[Worker]
+    tmp_path: Path, workers: list[Worker], renderer: str, jobs: int, iterations: int, every: int, kill_at: int
 ) -> None:
-    first = Worker(tmp_path, "--submit", "4", "--iterations", "40", "--step-s", "0.02", "--checkpoint-steps", "5")
+    common = (
+        "--renderer",
+        renderer,
+        "--iterations",
+        str(iterations),
+        "--step-s",
+        "0.02",
+        "--checkpoint-steps",
+        str(every),
+    )
+    first = Worker(tmp_path, "--submit", str(jobs), *common)
     workers.append(first)
-    events = wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= 17 for e in ev))
+    events = wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= kill_at for e in ev), 120)
     first.process.send_signal(signal.SIGKILL)
     assert first.wait() == -signal.SIGKILL
     interrupted = next(e["job"] for e in reversed(read_events(first.events)) if e["ev"] == "progress")
     accepted = {e["job"] for e in events if e["ev"] == "accepted"}
-    assert accepted == {1, 2, 3, 4}
+    assert accepted == set(range(1, jobs + 1))
     (saved,) = [j.checkpoint_step for j in jobs_in(tmp_path / "jobs.db", tmp_path / "data") if j.id == interrupted]
     assert saved is not None
-    assert saved >= 5
+    assert saved >= every
 
-    second = Worker(tmp_path, "--iterations", "40", "--step-s", "0.02")
+    second = Worker(tmp_path, *common)
     workers.append(second)
-    assert second.wait() == 0, second.log()
+    assert second.wait(180) == 0, second.log()
     events = read_events(tmp_path / "events.jsonl")
     finished = collections.Counter(e["job"] for e in events if e["ev"] == "finished")
     assert finished == dict.fromkeys(accepted, 1)  # every accepted job, exactly once
@@ -127,10 +141,12 @@ def test_a_worker_killed_mid_job_resumes_it_from_its_checkpoint_and_finishes_eac
         if e["ev"] == "progress" and e["job"] == interrupted and e["pid"] == second.process.pid
     ]
     assert min(resumed_steps) == saved + 1  # it went on from its checkpoint, not from step 1
-    assert max(resumed_steps) == 40
-    jobs = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
-    assert [(j.id, j.state) for j in jobs] == [(i, JobStatus.DONE) for i in sorted(accepted)]
-    assert next(j for j in jobs if j.id == interrupted).attempt == 2
+    assert max(resumed_steps) == iterations
+    records = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
+    assert [(j.id, j.state, j.step) for j in records] == [(i, JobStatus.DONE, iterations) for i in sorted(accepted)]
+    assert next(j for j in records if j.id == interrupted).attempt == 2
+    for job in records:
+        assert Path(job.result_paths[0]).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, workers: list[Worker]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,6 +19,7 @@ class Reply:
     content_type: str = "application/octet-stream"
     send_bytes: int | None = None  # send only this many bytes of the body (a truncated transfer)
     content_length: int | None = None  # announce this length instead of the body's
+    pause_s: float = 0.0  # a slow server: pause this long halfway through the body
 
 
 class ModelServer:
@@ -70,8 +72,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = reply.content_length if reply.content_length is not None else len(reply.body)
         self.send_header("Content-Length", str(length))
         self.end_headers()
+        half = len(body) // 2
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):  # the client may give up early
-            self.wfile.write(body)
+            self.wfile.write(body[:half])
+            self.wfile.flush()
+            time.sleep(reply.pause_s)
+            self.wfile.write(body[half:])
         self.close_connection = True
 
     def log_message(self, format: str, *args: object) -> None:  # keep test output quiet

@@ -6,6 +6,9 @@ import errno
 import hashlib
 import os
 import socket
+import subprocess
+import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,7 @@ from engine.download import checksum_path, fetch, model_cache_dir
 from engine.errors import ModelLoadError
 from tests.engine.model_server import ModelServer, Reply
 
+ROOT = Path(__file__).resolve().parents[2]
 PAYLOAD = os.urandom(3 * (1 << 20) + 12345)  # a few chunks, so a mid-stream failure is mid-stream
 PAYLOAD_SHA256 = hashlib.sha256(PAYLOAD).hexdigest()
 HTML_PAGE = b"<!DOCTYPE html>\n<html><head><title>Link does not exist.</title></head><body>:(</body></html>\n"
@@ -179,3 +183,23 @@ def test_the_cache_directory_is_chosen_when_asked_for(tmp_path: Path, monkeypatc
     monkeypatch.setenv("ENGINE_MODEL_DIR", str(tmp_path / "env"))  # read at call time, not at import
     assert model_cache_dir() == tmp_path / "env"
     assert model_cache_dir(tmp_path / "explicit") == tmp_path / "explicit"
+
+
+def test_processes_fetching_the_same_file_download_it_once(model_server: ModelServer, model_dir: Path) -> None:
+    # Bot workers are separate processes; the slow server makes their downloads overlap unless one waits.
+    url = model_server.serve("/shared.ckpt", Reply(PAYLOAD, pause_s=1.0))
+    code = (
+        "import sys; from pathlib import Path; from engine.download import fetch; fetch(sys.argv[1], Path(sys.argv[2]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with ExitStack() as stack:
+        workers = [
+            stack.enter_context(
+                subprocess.Popen([sys.executable, "-c", code, url, str(model_dir / "shared.ckpt")], cwd=ROOT, env=env)
+            )
+            for _ in range(2)
+        ]
+        assert [worker.wait(timeout=60) for worker in workers] == [0, 0]
+    assert model_server.hits["/shared.ckpt"] == 1
+    assert (model_dir / "shared.ckpt").read_bytes() == PAYLOAD
+    assert names_in(model_dir) == ["shared.ckpt", "shared.ckpt.sha256"]

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
-import types
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +13,8 @@ from PIL import Image, PngImagePlugin
 from engine import esrgan
 from engine.errors import InvalidJob, ModelLoadError
 from tests.engine.mediafiles import make_video
+from tests.engine.model_server import ModelServer, Reply
 from tests.engine.rrdbnet import RRDBNet, save_official
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -185,19 +175,19 @@ def test_files_that_are_not_upscalers_are_refused(tmp_path: Path) -> None:
         esrgan.load_upscaler("NoSuchModel.pth", model_dir=tmp_path)
 
 
-def test_weights_are_fetched_once_into_the_cache(nets: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[str, Path]] = []
+def test_weights_are_downloaded_once_into_the_cache(nets: dict, model_server: ModelServer, model_dir: Path) -> None:
+    url = model_server.serve("/RealESRGAN_x2plus.pth", Reply(nets[2][1].read_bytes()))
+    first = esrgan.model_file("RealESRGAN_x2plus.pth", url, progress=False)
+    assert first == model_dir / "RealESRGAN_x2plus.pth"
+    assert esrgan.model_file("RealESRGAN_x2plus.pth", url, progress=False) == first
+    assert esrgan.model_file("RealESRGAN_x2plus.pth", progress=False) == first  # the registry's name, cached
+    assert model_server.hits["/RealESRGAN_x2plus.pth"] == 1
+    assert esrgan.load_upscaler("RealESRGAN_x2plus.pth", progress=False).scale == 2
 
-    def fetch(url: str, dest: Path, *, sha256: str | None = None, progress: bool = True, retries: int = 3) -> Path:
-        calls.append((url, Path(dest)))
-        Path(dest).write_bytes(nets[2][1].read_bytes())  # what the download would have written
-        return Path(dest)
 
-    # engine.download (the models helper's) is the downloader; stand in for its network side only
-    monkeypatch.setitem(sys.modules, "engine.download", types.SimpleNamespace(fetch=fetch))
-    cache = tmp_path / "cache"
-    first = esrgan.model_file("RealESRGAN_x2plus.pth", model_dir=cache, progress=False)
-    second = esrgan.model_file("RealESRGAN_x2plus.pth", model_dir=cache, progress=False)
-    assert first == second == cache / "RealESRGAN_x2plus.pth"
-    assert calls == [(esrgan.ESRGAN_MODELS["RealESRGAN_x2plus.pth"].url, cache / "RealESRGAN_x2plus.pth")]
-    assert esrgan.load_upscaler("RealESRGAN_x2plus.pth", model_dir=cache).scale == 2
+def test_a_cached_file_that_changed_is_refused(nets: dict, model_server: ModelServer, model_dir: Path) -> None:
+    url = model_server.serve("/custom.pth", Reply(nets[4][1].read_bytes()))
+    path = esrgan.model_file("custom.pth", url, progress=False)
+    path.write_bytes(nets[2][1].read_bytes())  # swapped behind our back
+    with pytest.raises(ModelLoadError, match="does not match"):
+        esrgan.model_file("custom.pth", progress=False)

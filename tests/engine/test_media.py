@@ -128,3 +128,9 @@ def test_check_image_refuses_a_truncated_png_and_oversized_images(tmp_path: Path
         media.check_image(path, max_pixels=1000)
     with pytest.raises(InvalidJob, match="MiB"):
         media.check_image(path, max_bytes=100)
+
+
+def test_an_audio_file_is_not_a_video(tmp_path: Path) -> None:
+    song = tmp_path / "song.m4a"
+    ffmpeg.run(["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", ffmpeg.file_arg(song)])
+    _refused(song, "not a video")

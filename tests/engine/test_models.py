@@ -12,8 +12,8 @@ import torch
 from engine import models
 from engine.errors import ModelLoadError
 from engine.models import build_clip_architecture, build_vqgan_architecture, load_clip, load_vqgan
-from engine.registry import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_VQGAN, VQGAN_MODELS, CLIPSpec
-from engine.tiny import build_tiny_vqgan
+from engine.registry import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_VQGAN, VQGAN_MODELS, CLIPSpec, VQGANKind, VQGANSpec
+from engine.tiny import TINY_DDCONFIG, build_tiny_vqgan
 from tests.engine.model_files import (
     clip_archive,
     malicious_checkpoint,
@@ -50,6 +50,32 @@ def test_a_custom_vqgan_downloads_once_into_engine_model_dir(model_server: Model
             assert torch.equal(loaded.encode(pixels), z)
             assert torch.equal(loaded.decode(z), source.decode(z))
             assert not loaded.training
+
+
+def test_a_registry_model_falls_back_to_its_mirrors(
+    model_server: ModelServer, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = small_vqgan(seed=13)
+    dead_yaml = model_server.serve("/dead/model.yaml", Reply(b"gone", status=404, content_type="text/plain"))
+    dead_ckpt = model_server.serve("/dead/last.ckpt", Reply(b"<html>Link does not exist.</html>"))
+    yaml_url, ckpt_url = serve_vqgan(model_server, vqgan_checkpoint(source))
+    spec = VQGANSpec("mirrored", dead_yaml, dead_ckpt, VQGANKind.PLAIN, TINY_DDCONFIG, 32, 64,
+                     yaml_mirrors=(yaml_url,), ckpt_mirrors=(ckpt_url,))  # fmt: skip
+    monkeypatch.setattr(models, "VQGAN_MODELS", {**VQGAN_MODELS, spec.name: spec})
+    loaded = load_vqgan("mirrored", device=CPU, progress=False)
+    assert torch.equal(loaded.codebook, source.codebook)
+    assert model_server.hits == {
+        "/dead/model.yaml": 1,
+        "/custom/model.yaml": 1,
+        "/dead/last.ckpt": 1,
+        "/custom/last.ckpt": 1,
+    }
+    assert sorted(p.name for p in model_dir.iterdir()) == [
+        "mirrored.ckpt",
+        "mirrored.ckpt.sha256",
+        "mirrored.yaml",
+        "mirrored.yaml.sha256",
+    ]
 
 
 def test_an_explicit_model_dir_wins_over_the_environment(

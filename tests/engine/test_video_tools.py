@@ -198,18 +198,21 @@ def test_audio_copy_may_write_over_its_own_input(clip_with_audio: Path, tmp_path
 
 
 @pytest.mark.parametrize("name", HOSTILE_NAMES)
-def test_hostile_file_names_work_end_to_end(tmp_path: Path, name: str) -> None:
-    folder = tmp_path / name.removesuffix(".mp4")  # the folders are hostile too
+def test_hostile_file_names_work_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    folder = tmp_path / name.removesuffix(".mp4")  # the folder is hostile too
     folder.mkdir()
-    source = make_video(folder / name, seconds=1, audio="aac")
-    frames = video_tools.extract_video_frames(source, 5, folder / ("frames " + name))
+    make_video(folder / name, seconds=1, audio="aac")
+    monkeypatch.chdir(folder)  # relative names, as a user would type them: "-leading dash.mp4" stays a file
+    frames = video_tools.extract_video_frames(name, 5, "-frames " + name)  # an output folder with a dash
     assert len(frames) == 5
-    encoded = video_tools.encode_video(folder / ("out " + name), 5, folder / ("frames " + name), None, name, name)
-    final = video_tools.copy_video_audio(source, encoded, folder / ("final " + name))
+    encoded = video_tools.encode_video("out " + name, 5, "-frames " + name, None, name, name)
+    final = video_tools.copy_video_audio(name, encoded, name.removesuffix(".mp4") + " final.mp4")
     info = media.probe_video(final)
     assert (info.frames, info.has_audio) == (5, True)
     assert ffmpeg.read_tags(final)["title"] == name
-    assert not (Path.cwd() / name).exists()
+    assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
+        [name, "out " + name, name.removesuffix(".mp4") + " final.mp4"]
+    )
 
 
 def test_timelapse_of_saved_iterations(tmp_path: Path) -> None:
@@ -252,3 +255,11 @@ def test_bad_encode_settings_are_refused_before_ffmpeg_runs(tmp_path: Path, kwar
 def test_an_empty_folder_has_nothing_to_encode(tmp_path: Path) -> None:
     with pytest.raises(InvalidJob, match="no frames"):
         video_tools.encode_video(tmp_path / "out.mp4", 10, tmp_path)
+
+
+def test_an_unreadable_frame_is_a_clear_error_and_leaves_no_video(tmp_path: Path) -> None:
+    stills = make_stills(tmp_path / "stills", 3)
+    stills[1].write_text("not a picture")
+    with pytest.raises(InvalidJob, match=r"frame_000000000002\.jpg"):
+        video_tools.encode_video(tmp_path / "out.mp4", 3, tmp_path / "stills")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stills"]

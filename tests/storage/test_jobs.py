@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from engine.jobs import JobSpec, JobStatus
-from storage.jobs import LimitReached, NoSuchJob, SqliteJobStore
+from storage.jobs import LimitReached, NoSuchJob
 from storage.records import Owner, QueueState, SubmitLimits
+from storage.sqlite_jobs import SqliteJobStore
 
 SPEC = JobSpec(text_prompts="a lighthouse", width=64, height=64, iterations=10, vqgan_model="tiny", clip_model="tiny")
 NO_LIMITS = SubmitLimits(max_queued_per_member=None, max_queued_per_guild=None)

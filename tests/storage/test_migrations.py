@@ -7,8 +7,8 @@ from pathlib import Path
 
 from engine.jobs import JobSpec, JobStatus, spec_to_json
 from storage.db import open_database
-from storage.jobs import SqliteJobStore
 from storage.migrations import LATEST, schema_version
+from storage.sqlite_jobs import SqliteJobStore
 
 
 async def test_a_new_database_is_created_at_the_latest_version_in_wal_mode(tmp_path: Path) -> None:

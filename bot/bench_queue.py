@@ -1,0 +1,139 @@
+"""Queue benchmark: submit latency and event-loop lag with 1,000 queued jobs (prints numbers).
+
+    python -m bot.bench_queue [--jobs 1000] [--members 150] [--renderer fake|tiny] [--run-s 5]
+
+Fills a fresh database with `--jobs` jobs from `--members` members, timing each submit (which
+includes its position and ETA over the whole queue), then times `snapshot()` and runs the runner
+for `--run-s` seconds while sampling the loop's lag. `--renderer tiny` renders the engine's tiny
+preset on CPU (imports torch); `fake` sleeps per iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.loop_lag import LoopLag, percentile
+from bot.ports import Renderer
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
+from engine.jobs import Artifact, JobSpec, Progress, ProgressCallback
+from storage.records import Owner
+
+SPEC = JobSpec(
+    text_prompts="a lighthouse at dusk",
+    width=64,
+    height=64,
+    iterations=50,
+    num_cuts=4,
+    vqgan_model="tiny",
+    clip_model="tiny",
+)
+
+
+class SleepRenderer:
+    """Stands in for the engine: 30 ms per iteration, no output worth looking at."""
+
+    def render(
+        self,
+        spec: JobSpec,
+        output: Path,
+        *,
+        on_progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+        resume: bytes | None = None,
+    ) -> Artifact:
+        done = int(resume or b"0")
+        while done < spec.iterations and not (cancel and cancel.is_set()):
+            time.sleep(0.03)
+            done += 1
+            if on_progress is not None:
+                on_progress(Progress(iteration=done, total=spec.iterations, loss=0.0, step=done, steps=spec.iterations))
+        output.write_bytes(b"")
+        return Artifact(
+            kind=spec.kind,
+            paths=(str(output),),
+            seed=0,
+            width=1,
+            height=1,
+            steps_done=done,
+            partial=done < spec.iterations,
+        )
+
+
+def _factory(kind: str) -> Callable[[str], Renderer]:
+    if kind == "tiny":
+        import torch
+
+        from engine.renderer import Renderer as EngineRenderer
+
+        torch.set_num_threads(1)
+        return lambda device: EngineRenderer(device)  # type: ignore[return-value]
+    return lambda device: SleepRenderer()
+
+
+def _ms(values: list[float], q: float) -> str:
+    return f"{percentile(values, q) * 1000:.2f}"
+
+
+async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
+        queue = await JobQueue.open(Path(tmp), config)
+        try:
+            latencies: list[float] = []
+            async with LoopLag() as lag:
+                for n in range(jobs):
+                    spec = dataclasses.replace(SPEC, seed=n)
+                    began = time.perf_counter()
+                    await queue.submit(Owner(user_id=n % members, guild_id=n % 7), spec)
+                    latencies.append(time.perf_counter() - began)
+            print(f"submit ({jobs} jobs, {members} members): p50 {_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
+            print(
+                f"  loop lag while submitting: p50 {lag.percentile(50) * 1000:.2f} ms, p99 {lag.percentile(99) * 1000:.2f} ms"
+            )
+            snapshots: list[float] = []
+            for _ in range(20):
+                began = time.perf_counter()
+                entries = await queue.snapshot()
+                snapshots.append(time.perf_counter() - began)
+            print(f"snapshot of {len(entries)} jobs: p50 {_ms(snapshots, 50)} ms, p99 {_ms(snapshots, 99)} ms")
+            runner = JobRunner(queue, _factory(renderer), ["cpu"], Path(tmp), preview_interval_s=1.0)
+            await runner.start()
+            latencies.clear()
+            async with LoopLag() as lag:
+                deadline = time.monotonic() + run_s
+                while time.monotonic() < deadline:
+                    began = time.perf_counter()
+                    await queue.submit(Owner(user_id=members + 1), SPEC)
+                    latencies.append(time.perf_counter() - began)
+                    await asyncio.sleep(0.25)
+            await runner.drain()
+            done = sum(1 for e in await queue.store.recent(0, 1000) if e.finished)
+            print(f"while rendering ({renderer}, {run_s:.0f} s, {done} of member 0's jobs done):")
+            print(
+                f"  loop lag: p50 {lag.percentile(50) * 1000:.2f} ms, p99 {lag.percentile(99) * 1000:.2f} ms, max {max(lag.samples) * 1000:.2f} ms ({len(lag.samples)} samples)"
+            )
+            print(f"  submit with {jobs}+ queued: p50 {_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
+        finally:
+            await queue.aclose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--members", type=int, default=150)
+    parser.add_argument("--renderer", choices=("fake", "tiny"), default="fake")
+    parser.add_argument("--run-s", type=float, default=5.0)
+    args = parser.parse_args()
+    asyncio.run(bench(args.jobs, args.members, args.renderer, args.run_s))
+
+
+if __name__ == "__main__":
+    main()

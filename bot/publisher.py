@@ -1,0 +1,383 @@
+"""The channel side of a job: its status message (paced progress edits) and its result message.
+
+Everything goes through channel messages and the bot token, never the interaction token, so a render
+that takes an hour still reports. Edits are paced per job and per channel, latest frame wins, and a
+rate limit drops a frame, never the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+import discord
+
+from bot import media, render, views
+from bot.ports import ProgressUpdate, RenderQueue
+from engine.errors import InvalidJob
+from engine.jobs import JobStatus
+from storage.records import JobRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a guild without boosts
+HEADROOM = 0.95  # the multipart body carries the content and components too
+UNKNOWN_MESSAGE, TOO_MANY_OLD_EDITS, UNKNOWN_CHANNEL, ENTITY_TOO_LARGE = 10008, 30046, 10003, 40005
+
+
+@dataclasses.dataclass(slots=True)
+class _Slot:
+    """The latest unsent state of one job's status message (latest wins; nothing queues)."""
+
+    channel_id: int
+    update: ProgressUpdate | None = None
+    preview: bytes | None = None
+    dirty: bool = True
+    due: float = 0.0  # monotonic time of the next allowed edit
+
+
+def fitted_info(result: Path) -> dict[str, object] | None:
+    """What was posted in place of `result` when it had to be re-encoded, or None."""
+    marker = result.with_name(result.name + ".posted.json")
+    try:
+        data = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class DiscordPublisher:
+    """Implements `JobEvents`: status messages with paced previews, and results posted in the channel."""
+
+    def __init__(
+        self,
+        client: discord.Client,
+        queue: RenderQueue,
+        *,
+        preview_seconds: float = 4.0,
+        channel_seconds: float = 1.0,
+    ) -> None:
+        self._client, self._queue = client, queue
+        self._preview_s, self._channel_s = preview_seconds, channel_seconds
+        self._jobs: dict[int, JobRecord] = {}
+        self._status_ids: dict[int, int] = {}
+        self._slots: dict[int, _Slot] = {}
+        self._wake: dict[int, asyncio.Event] = {}
+        self._pacers: dict[int, asyncio.Task[None]] = {}
+        self._locks: dict[int, asyncio.Lock] = {}
+        self._delivering: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.edits = 0  # status edits sent (for logs and tests)
+
+    # ---- JobEvents -------------------------------------------------------------------------------
+
+    def on_progress(self, update: ProgressUpdate) -> None:
+        """Keep the latest progress (and preview) for the job; its channel's pacer sends it when due."""
+        job = self._jobs.get(update.job_id)
+        if job is None or job.owner.channel_id is None:
+            self._spawn(self._adopt(update.job_id))
+            return
+        slot = self._slots.setdefault(update.job_id, _Slot(channel_id=job.owner.channel_id))
+        slot.update, slot.dirty = update, True
+        if update.preview:
+            slot.preview = update.preview
+        self._kick(slot.channel_id)
+
+    async def on_started(self, job: JobRecord) -> None:
+        log.info("job %s started (member %s, guild %s)", job.id, job.owner.user_id, job.owner.guild_id)
+        self._remember(job)
+        if job.owner.channel_id is not None:
+            slot = self._slots.setdefault(job.id, _Slot(channel_id=job.owner.channel_id))
+            slot.dirty, slot.due = True, 0.0
+            self._kick(job.owner.channel_id)
+
+    async def on_finished(self, job: JobRecord) -> None:
+        took = (job.finished_at or time.time()) - (job.started_at or job.created_at)
+        log.info(
+            "job %s %s after %.1f s (member %s, partial %s)", job.id, job.state, took, job.owner.user_id, job.partial
+        )
+        self._slots.pop(job.id, None)
+        self._remember(job)
+        await self._final_status(job)
+        await self.deliver(job)
+
+    # ---- status messages --------------------------------------------------------------------------
+
+    async def post_status(self, job: JobRecord, *, position: int | None, eta_done_s: float | None) -> None:
+        """Post the job's public status message with its Cancel button and store its id."""
+        self._remember(job)
+        if job.owner.channel_id is None:
+            return
+        text = render.status_text(job, position=position, eta_done_s=eta_done_s, now=time.time())
+        try:
+            message = await self._channel(job).send(text, view=views.status_view(job.id))
+        except discord.HTTPException as e:
+            log.warning("job %s: status message not posted (HTTP %s, code %s)", job.id, e.status, e.code)
+            return
+        self._status_ids[job.id] = message.id
+        await self._queue.set_status_message(job.id, message.id)
+        # A short job can finish before its status message exists; show the final state at once.
+        with contextlib.suppress(LookupError):
+            latest = await self._queue.get(job.id)
+            if latest.finished:
+                await self._edit_status(latest, render.status_text(latest, now=time.time()), final=True)
+
+    def _remember(self, job: JobRecord) -> None:
+        self._jobs[job.id] = job
+        if job.status_message_id:
+            self._status_ids.setdefault(job.id, job.status_message_id)
+
+    async def _adopt(self, job_id: int) -> None:
+        with contextlib.suppress(LookupError):
+            job = await self._queue.get(job_id)
+            if not job.finished:
+                self._remember(job)
+                await self.on_started(job)
+
+    def _kick(self, channel_id: int) -> None:
+        self._wake.setdefault(channel_id, asyncio.Event()).set()
+        task = self._pacers.get(channel_id)
+        if task is None or task.done():
+            self._pacers[channel_id] = asyncio.create_task(self._pace(channel_id), name=f"pacer-{channel_id}")
+
+    async def _pace(self, channel_id: int) -> None:
+        """One channel's edit loop: the job whose edit is due first, then a pause (about one edit per second)."""
+        wake = self._wake[channel_id]
+        while True:
+            ready = [(s.due, jid) for jid, s in self._slots.items() if s.channel_id == channel_id and s.dirty]
+            if not ready:
+                wake.clear()
+                await wake.wait()
+                continue
+            due, job_id = min(ready)
+            delay = due - time.monotonic()
+            if delay > 0:
+                wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), delay)
+                continue
+            await self._edit_progress(job_id)
+            await asyncio.sleep(self._channel_s)
+
+    async def _edit_progress(self, job_id: int) -> None:
+        slot, job = self._slots.get(job_id), self._jobs.get(job_id)
+        if slot is None or job is None:
+            return
+        update, preview = slot.update, slot.preview
+        slot.dirty, slot.preview, slot.due = False, None, time.monotonic() + self._preview_s
+        if update is not None:
+            step, steps, frame, eta_done = update.step, update.steps, update.frame, update.eta_done_s
+        else:
+            step, steps, frame, eta_done = job.step, job.steps, job.frame, None
+        running = dataclasses.replace(job, state=JobStatus.RUNNING)
+        text = render.status_text(running, step=step, steps=steps, frame=frame, eta_done_s=eta_done, now=time.time())
+        files = [discord.File(io.BytesIO(preview), filename="preview.webp")] if preview else None
+        await self._edit_status(job, text, files=files, slot=slot)
+
+    async def _final_status(self, job: JobRecord) -> None:
+        await self._edit_status(job, render.status_text(job, now=time.time()), final=True)
+
+    async def _edit_status(
+        self,
+        job: JobRecord,
+        text: str,
+        *,
+        files: list[discord.File] | None = None,
+        slot: _Slot | None = None,
+        final: bool = False,
+    ) -> None:
+        message_id = self._status_ids.get(job.id)
+        if message_id is None:
+            return
+        lock = self._locks.setdefault(job.id, asyncio.Lock())
+        async with lock:
+            if not final and job.id not in self._slots:
+                return  # finished meanwhile; the final edit wins
+            kwargs: dict[str, object] = {"content": text, "view": None if final else views.status_view(job.id)}
+            if files:
+                kwargs["attachments"] = files
+            try:
+                await self._channel(job).get_partial_message(message_id).edit(**kwargs)  # type: ignore[arg-type]
+                self.edits += 1
+            except discord.RateLimited as e:
+                self._back_off(job.id, slot, e.retry_after)
+            except discord.HTTPException as e:
+                await self._edit_failed(job, e, slot, final)
+
+    def _back_off(self, job_id: int, slot: _Slot | None, retry_after: float | None) -> None:
+        # A rate limit drops this frame (the next one replaces it), never the job.
+        log.info("job %s: status edit rate-limited; frame dropped", job_id)
+        if slot is not None:
+            slot.due = time.monotonic() + max(self._preview_s, retry_after or 0.0)
+
+    async def _edit_failed(self, job: JobRecord, e: discord.HTTPException, slot: _Slot | None, final: bool) -> None:
+        if e.status == 429 and e.code != TOO_MANY_OLD_EDITS:
+            retry = e.response.headers.get("Retry-After") if e.response is not None else None
+            self._back_off(job.id, slot, float(retry) if retry else None)
+        elif e.code in (UNKNOWN_MESSAGE, TOO_MANY_OLD_EDITS):
+            # Deleted (10008) or edited too often while old (30046): a fresh status message if still running.
+            log.info("job %s: status message gone (code %s)", job.id, e.code)
+            self._status_ids.pop(job.id, None)
+            if not final:
+                await self.post_status(job, position=None, eta_done_s=None)
+            else:
+                await self._queue.set_status_message(job.id, None)
+        else:
+            log.warning("job %s: status edit failed (HTTP %s, code %s)", job.id, e.status, e.code)
+
+    # ---- results ----------------------------------------------------------------------------------
+
+    async def deliver(self, job: JobRecord) -> None:
+        """Post a finished job's result (or failure) as a new channel message mentioning the member."""
+        if job.result_message_id or job.id in self._delivering or job.owner.channel_id is None:
+            return
+        self._delivering.add(job.id)
+        try:
+            message_id = await self._post_result(job)
+        finally:
+            self._delivering.discard(job.id)
+        if message_id is not None:
+            await self._queue.mark_delivered(job.id, message_id)
+            self._forget(job.id)
+
+    async def _post_result(self, job: JobRecord) -> int | None:
+        mention = discord.AllowedMentions(users=[discord.Object(job.owner.user_id)])
+        channel = self._channel(job)
+        nonce = f"r{job.id}"  # Discord drops a repeat after a crash between posting and marking
+        if job.state is JobStatus.FAILED or not job.result_paths:
+            if job.state is JobStatus.CANCELLED:
+                return self._status_ids.get(job.id) or 0  # nothing to post; the status message says it
+            return await self._send(
+                job, channel, content=render.failure_text(job), allowed_mentions=mention, nonce=nonce
+            )
+        path = Path(job.result_paths[0])
+        if not await asyncio.to_thread(path.exists):
+            log.error("job %s: result file %s is missing", job.id, path)
+            return await self._send(
+                job,
+                channel,
+                content=render.failure_text(dataclasses.replace(job, error="the result file is missing")),
+                allowed_mentions=mention,
+            )
+        limit = int(self._upload_limit(job) * HEADROOM)
+        for _attempt in range(3):  # as it is, then at most twice smaller after a 413
+            try:
+                upload, full_size, size = await asyncio.to_thread(self._fit, path, limit)
+            except (InvalidJob, OSError, subprocess.SubprocessError) as e:
+                log.error("job %s: could not fit the result under %s bytes: %s", job.id, limit, e)
+                break
+            fitted = upload != path
+            file = discord.File(
+                upload,
+                filename=f"job-{job.id}{upload.suffix}",
+                description=render.truncate(job.spec.text_prompts, 1000),
+            )
+            content = render.result_text(job, fitted_from=full_size if fitted else None)
+            view = views.result_view(job)
+            try:
+                kwargs: dict[str, object] = {
+                    "content": content,
+                    "file": file,
+                    "allowed_mentions": mention,
+                    "nonce": nonce,
+                }
+                if view is not None:
+                    kwargs["view"] = view
+                message = await channel.send(**kwargs)  # type: ignore[arg-type]
+                log.info(
+                    "job %s: result posted (%s bytes%s)",
+                    job.id,
+                    size,
+                    ", re-encoded" if fitted else "",
+                )
+                return message.id
+            except discord.HTTPException as e:
+                if e.status == 413 or e.code == ENTITY_TOO_LARGE:
+                    log.warning("job %s: upload of %s bytes refused (413); shrinking", job.id, size)
+                    limit = min(limit, size) // 2  # Discord's real limit is below what we were told
+                    continue
+                return await self._send_failed(job, e)
+        note = render.result_text(job) + "\nThe file is too large to upload here; it is kept on the bot's disk."
+        return await self._send(job, channel, content=note, allowed_mentions=mention, nonce=nonce)
+
+    async def _send(self, job: JobRecord, channel: discord.PartialMessageable, **kwargs: object) -> int | None:
+        try:
+            message = await channel.send(**kwargs)  # type: ignore[arg-type]
+        except discord.HTTPException as e:
+            return await self._send_failed(job, e)
+        return message.id
+
+    async def _send_failed(self, job: JobRecord, e: discord.HTTPException) -> int | None:
+        if e.code in (UNKNOWN_CHANNEL, 50001, 50013):
+            log.error(
+                "job %s: cannot post in channel %s (code %s); result kept on disk", job.id, job.owner.channel_id, e.code
+            )
+            return 0  # undeliverable: stop retrying; /job still shows it
+        log.warning("job %s: result not posted (HTTP %s, code %s); retried at the next start", job.id, e.status, e.code)
+        return None
+
+    def _upload_limit(self, job: JobRecord) -> int:
+        limit = job.upload_limit
+        guild = self._client.get_guild(job.owner.guild_id) if job.owner.guild_id else None
+        if guild is not None:
+            limit = min(limit, guild.filesize_limit) if limit else guild.filesize_limit
+        return limit or DEFAULT_UPLOAD_LIMIT
+
+    @staticmethod
+    def _fit(full: Path, limit: int) -> tuple[Path, int, int]:
+        """(file to upload, full size, upload size); a re-encoded file leaves a marker for /job."""
+        upload = media.fit(full, limit)
+        full_size, size = full.stat().st_size, upload.stat().st_size
+        if upload != full:
+            marker = full.with_name(full.name + ".posted.json")
+            marker.write_text(json.dumps({"posted": str(upload), "full_size": full_size, "posted_size": size}))
+        return upload, full_size, size
+
+    # ---- restart ----------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a start: reattach queued/running jobs to their status messages; post undelivered results."""
+        for entry in await self._queue.snapshot():
+            job = entry.job
+            self._remember(job)
+            if job.status_message_id is None:
+                await self.post_status(job, position=entry.position, eta_done_s=entry.eta_done_s)
+            elif job.state is JobStatus.RUNNING and job.owner.channel_id is not None:
+                self._slots.setdefault(job.id, _Slot(channel_id=job.owner.channel_id))
+                self._kick(job.owner.channel_id)
+        pending = await self._queue.undelivered()
+        log.info("recovery: %d undelivered result(s)", len(pending))
+        for job in pending:
+            self._remember(job)
+            await self.deliver(job)
+
+    # ---- helpers ----------------------------------------------------------------------------------
+
+    def _channel(self, job: JobRecord) -> discord.PartialMessageable:
+        assert job.owner.channel_id is not None
+        return self._client.get_partial_messageable(job.owner.channel_id, guild_id=job.owner.guild_id)
+
+    def _forget(self, job_id: int) -> None:
+        self._jobs.pop(job_id, None)
+        self._status_ids.pop(job_id, None)
+        self._locks.pop(job_id, None)
+
+    def _spawn(self, coro: object) -> None:
+        task = asyncio.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def close(self) -> None:
+        """Stop the pacers."""
+        for task in [*self._pacers.values(), *self._tasks]:
+            task.cancel()
+        for task in [*self._pacers.values(), *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

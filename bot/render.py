@@ -1,0 +1,176 @@
+"""Pure formatting of what members read: acks, status lines, results, the queue. No I/O."""
+
+from __future__ import annotations
+
+import math
+
+import discord.utils
+
+from bot.ports import QueueEntry
+from engine.jobs import JobKind, JobSpec, JobStatus
+from storage.records import JobRecord
+
+CONTENT_LIMIT = 2000
+PROMPT_ECHO_LIMIT = 300  # echoed prompts are cut here; the full prompt is in the database and /job
+
+KIND_NAMES = {
+    JobKind.IMAGE: "image",
+    JobKind.ANIMATION: "animation",
+    JobKind.STYLE_TRANSFER: "style transfer",
+    JobKind.UPSCALE: "upscale",
+}
+STATE_NAMES = {
+    JobStatus.QUEUED: "⏳ queued",
+    JobStatus.RUNNING: "🎨 rendering",
+    JobStatus.DONE: "✅ done",
+    JobStatus.FAILED: "❌ failed",
+    JobStatus.CANCELLED: "🛑 cancelled",
+}
+
+
+def truncate(text: str, limit: int) -> str:
+    """`text` cut to at most `limit` characters, ending in an ellipsis when cut."""
+    return text if len(text) <= limit else text[: max(0, limit - 1)] + "…"
+
+
+def quote_prompt(prompt: str, limit: int = PROMPT_ECHO_LIMIT) -> str:
+    """A prompt made safe to echo: markdown and mentions escaped, newlines flattened, length capped."""
+    flat = " ".join(prompt.split())
+    return discord.utils.escape_mentions(discord.utils.escape_markdown(truncate(flat, limit)))
+
+
+def progress_bar(done: int, total: int, width: int = 20) -> str:
+    """`▰▰▰▱▱ 60%` style bar; an unknown total shows an empty bar."""
+    fraction = min(1.0, max(0.0, done / total)) if total > 0 else 0.0
+    filled = math.floor(fraction * width)
+    return "▰" * filled + "▱" * (width - filled) + f" {math.floor(fraction * 100)}%"
+
+
+def eta(seconds: float | None, now: float) -> str:
+    """A Discord relative timestamp (counts down client-side, no edits needed), or 'unknown'."""
+    if seconds is None:
+        return "unknown"
+    return f"<t:{math.ceil(now + max(0.0, seconds))}:R>"
+
+
+def describe_spec(spec: JobSpec, seed: int | None = None) -> str:
+    """The parameters a member would need to render the same thing again."""
+    parts = [f"{spec.width}×{spec.height}"]
+    if spec.kind is JobKind.IMAGE:
+        parts.append(f"{spec.iterations} iterations")
+    else:
+        parts.append(f"{spec.frames} frames × {spec.iterations} iterations")
+    if spec.kind is JobKind.ANIMATION:
+        parts.append(f"zoom {spec.zoom:g}, shift {spec.shift_x},{spec.shift_y}")
+    if spec.kind is JobKind.STYLE_TRANSFER:
+        parts.append(f"{spec.extraction_fps:g} fps, source weight {spec.source_image_weight:g}")
+    chosen = seed if seed is not None else spec.seed
+    parts.append(f"seed {chosen}" if chosen is not None else "random seed")
+    parts.append(f"model {spec.vqgan_model}")
+    if spec.init_image:
+        parts.append("from an init image")
+    if spec.image_prompts:
+        parts.append("with an image prompt")
+    return " · ".join(parts)
+
+
+def ack_text(entry: QueueEntry, now: float) -> str:
+    """The ephemeral acknowledgement: job id, position and ETA."""
+    job = entry.job
+    where = "starting now" if entry.position == 0 else f"position {entry.position} in the queue"
+    return (
+        f"Job **#{job.id}** accepted ({KIND_NAMES[job.kind]}), {where}; "
+        f"starts {eta(entry.eta_start_s, now)}, done {eta(entry.eta_done_s, now)}. "
+        f"Progress shows in this channel; `/job {job.id}` shows it anywhere."
+    )
+
+
+def status_text(
+    job: JobRecord,
+    *,
+    step: int | None = None,
+    steps: int | None = None,
+    frame: int | None = None,
+    position: int | None = None,
+    eta_done_s: float | None = None,
+    now: float,
+    note: str | None = None,
+) -> str:
+    """The public status message of a job: prompt, state, progress, ETA."""
+    lines = [
+        f"**#{job.id}** {KIND_NAMES[job.kind]} for <@{job.owner.user_id}>: “{quote_prompt(job.spec.text_prompts)}”",
+        describe_spec(job.spec, job.seed),
+    ]
+    state = STATE_NAMES[job.state]
+    if job.state is JobStatus.QUEUED:
+        where = f" · position {position}" if position else ""
+        lines.append(f"{state}{where} · done {eta(eta_done_s, now)}")
+    elif job.state is JobStatus.RUNNING:
+        done, total = step if step is not None else job.step, steps if steps is not None else job.steps
+        line = f"{state} {progress_bar(done, total)} ({done}/{total})"
+        frames = job.spec.frames if job.kind is not JobKind.IMAGE else 1
+        if frames > 1 and frame:
+            line += f" · frame {frame}/{frames}"
+        if eta_done_s is not None:
+            line += f" · done {eta(eta_done_s, now)}"
+        lines.append(line)
+    else:
+        lines.append(state + (f": {truncate(job.error, 300)}" if job.error else ""))
+    if note:
+        lines.append(note)
+    return truncate("\n".join(lines), CONTENT_LIMIT)
+
+
+def result_text(job: JobRecord, *, fitted_from: int | None = None) -> str:
+    """The public result message: mention, prompt, parameters, and a note when the file was re-encoded."""
+    verb = "stopped early (partial result)" if job.partial else "is ready"
+    lines = [
+        f"<@{job.owner.user_id}>, your {KIND_NAMES[job.kind]} **#{job.id}** {verb}: “{quote_prompt(job.spec.text_prompts)}”",
+        describe_spec(job.spec, job.seed),
+    ]
+    if fitted_from is not None:
+        lines.append(
+            f"Re-encoded to fit Discord's upload limit (full size {human_bytes(fitted_from)} kept; `/job {job.id}`)."
+        )
+    return truncate("\n".join(lines), CONTENT_LIMIT)
+
+
+def failure_text(job: JobRecord) -> str:
+    """The public message for a job that failed."""
+    reason = truncate(job.error or "internal error", 500)
+    return f"<@{job.owner.user_id}>, job **#{job.id}** failed: {discord.utils.escape_mentions(reason)}"
+
+
+def human_bytes(n: int) -> str:
+    """1536 → '1.5 KiB'."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def job_text(
+    job: JobRecord, *, entry: QueueEntry | None, now: float, full_size: int | None = None, link: str | None = None
+) -> str:
+    """What /job shows: state, full prompt, parameters, result."""
+    lines = [
+        f"**#{job.id}** {KIND_NAMES[job.kind]} by <@{job.owner.user_id}> · {STATE_NAMES[job.state]}",
+        f"Prompt: “{quote_prompt(job.spec.text_prompts, 1200)}”",
+        describe_spec(job.spec, job.seed),
+    ]
+    if entry is not None and not job.finished:
+        where = "running" if entry.position == 0 else f"position {entry.position}"
+        lines.append(f"{where} · progress {progress_bar(job.step, job.steps)} · done {eta(entry.eta_done_s, now)}")
+    if job.error:
+        lines.append(f"Error: {truncate(job.error, 300)}")
+    if job.result_paths:
+        lines.append(f"Result: {len(job.result_paths)} file(s)" + (" (partial)" if job.partial else ""))
+    if full_size is not None:
+        lines.append(
+            f"The posted file was re-encoded to fit; the full-size file ({human_bytes(full_size)}) is kept on disk."
+        )
+    if link:
+        lines.append(link)
+    return truncate("\n".join(lines), CONTENT_LIMIT)

@@ -1,0 +1,104 @@
+"""The bot's configuration: one pydantic-settings class read once from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of `python -m bot`; names are the environment variables, upper-cased."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True)
+
+    discord_token: SecretStr
+    engine_model: str = "vqgan_imagenet_f16_16384"  # "tiny": the tiny preset for VQGAN and CLIP
+    engine_device: Annotated[tuple[str, ...], NoDecode] = ()  # "cuda:0,cuda:1"; () = the first GPU, else CPU
+    engine_model_dir: Path | None = None  # None: the engine's default cache
+    bot_data_dir: Path = Path("data")  # database, inputs, outputs
+    bot_guild_id: int | None = Field(default=None, gt=0)  # sync commands to this guild only
+    bot_max_size: int = Field(default=512, ge=16, le=4096)  # largest width or height in pixels
+    bot_default_size: int = Field(default=256, ge=16, le=4096)  # width and height when not given
+    bot_max_iterations: int = Field(default=500, ge=1)
+    bot_default_iterations: int = Field(default=200, ge=1)
+    bot_max_frames: int = Field(default=120, ge=1)
+    bot_default_frames: int = Field(default=30, ge=2)
+    bot_num_cuts: int = Field(default=32, ge=1, le=128)  # CLIP cutouts per iteration (quality vs speed)
+    bot_max_video_seconds: float = Field(default=30.0, gt=0)
+    bot_max_attachment_mb: float = Field(default=25.0, gt=0)  # largest attachment downloaded
+    bot_max_queued_per_member: int = Field(default=3, ge=1)
+    bot_moderator_role: str | None = None  # a role id or name; Manage Messages also counts as moderator
+    bot_allowed_channels: Annotated[tuple[int, ...], NoDecode] = ()  # channel ids; () = every channel
+    bot_preview_seconds: float = Field(default=4.0, ge=3.0, le=60.0)  # one status edit per job at most this often
+    bot_channel_edit_seconds: float = Field(default=1.0, ge=0.0)  # one edit per channel at most this often
+    bot_log_level: str = "INFO"
+    bot_log_format: str = "text"  # "text" or "json"
+    discord_api_base: str | None = None  # e.g. https://discord.com/api/v10; unset: discord.py's default
+    discord_gateway_url: str | None = None  # e.g. wss://gateway.discord.gg; unset: discord.py's default
+
+    @field_validator("discord_token")
+    @classmethod
+    def _token_not_blank(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("engine_device", mode="before")
+    @classmethod
+    def _split_devices(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(d.strip() for d in value.split(",") if d.strip())
+        return value
+
+    @field_validator("bot_allowed_channels", mode="before")
+    @classmethod
+    def _split_channels(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(int(c.strip()) for c in value.split(",") if c.strip())
+        return value
+
+    @field_validator("bot_log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be DEBUG, INFO, WARNING or ERROR")
+        return level
+
+    @field_validator("bot_log_format")
+    @classmethod
+    def _known_format(cls, value: str) -> str:
+        if value not in ("text", "json"):
+            raise ValueError("must be text or json")
+        return value
+
+    @field_validator("discord_api_base", "discord_gateway_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if "://" not in value:
+            raise ValueError("must be a URL like https://host/api/v10 or wss://host")
+        return value.strip().rstrip("/")
+
+    @property
+    def max_attachment_bytes(self) -> int:
+        return int(self.bot_max_attachment_mb * 1024 * 1024)
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line naming the first bad setting, e.g. `DISCORD_TOKEN: Field required`."""
+    first = error.errors()[0]
+    name = "_".join(str(p) for p in first["loc"]).upper() or "settings"
+    return f"{name}: {first['msg']}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings; raise SystemExit with one line naming the bad setting."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as e:
+        raise SystemExit(f"configuration error: {describe_error(e)}") from None

@@ -1,0 +1,487 @@
+"""`SqliteJobStore`: the `JobStore` on one SQLite file (WAL), through aiosqlite.
+
+Every state change is one `BEGIN IMMEDIATE` transaction; runner writes are fenced on
+`lease_owner` and `attempt`. Rows become records on aiosqlite's thread (a row factory), so a
+thousand-job read does not stall the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from engine.jobs import JobKind, JobSpec, JobStatus, spec_from_json, spec_to_json
+from storage.db import connect, immediate
+from storage.jobs import Chooser, LimitReached, NoSuchJob, PrepareSpec
+from storage.records import (
+    Candidate,
+    Claim,
+    JobRecord,
+    LeaseState,
+    Owner,
+    PlanRow,
+    QueueState,
+    SubmitLimits,
+    job_steps,
+)
+
+log = logging.getLogger(__name__)
+
+_COLUMNS = (
+    "id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at, "
+    "step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id, "
+    "upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step, "
+    "checkpoint_frame, attempt"
+)
+_FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+
+
+_SPEC_CACHE: dict[str, JobSpec] = {}  # spec JSON -> spec; a spec never changes once stored
+_SPEC_CACHE_MAX = 20_000
+
+
+def _spec(text: str) -> JobSpec:
+    spec = _SPEC_CACHE.get(text)
+    if spec is None:
+        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
+            _SPEC_CACHE.clear()
+        spec = _SPEC_CACHE[text] = spec_from_json(text)
+    return spec
+
+
+def _record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
+    """A row of `_COLUMNS` as a record. Used as a row factory, so it runs on aiosqlite's thread, not the loop."""
+    (
+        job_id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at,
+        step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id,
+        upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step,
+        checkpoint_frame, attempt,
+    ) = row  # fmt: skip
+    return JobRecord(
+        id=job_id,
+        kind=JobKind(kind),
+        owner=Owner(user_id=user_id, guild_id=guild_id, channel_id=channel_id),
+        spec=_spec(spec),
+        state=JobStatus(state),
+        created_at=created_at,
+        started_at=started_at,
+        finished_at=finished_at,
+        step=step,
+        steps=steps,
+        frame=frame,
+        frames=frames,
+        gpu_seconds=gpu_seconds,
+        result_paths=tuple(json.loads(result_paths)) if result_paths != "[]" else (),
+        partial=bool(partial),
+        error=error,
+        status_message_id=status_message_id,
+        result_message_id=result_message_id,
+        upload_limit=upload_limit,
+        priority=bool(priority),
+        attempt=attempt,
+        seed=seed,
+        device=device,
+        lease_owner=lease_owner,
+        lease_until=lease_until,
+        heartbeat_at=heartbeat_at,
+        cancel_requested=bool(cancel_requested),
+        checkpoint_step=checkpoint_step,
+        checkpoint_frame=checkpoint_frame,
+    )
+
+
+def _plan_row(_cursor: object, row: tuple[Any, ...]) -> PlanRow:
+    job_id, user_id, priority, state, steps, done, vqgan, clip, width, height, cuts, device = row
+    return PlanRow(
+        id=job_id,
+        user_id=user_id,
+        priority=bool(priority),
+        running=state == "running",
+        steps=steps,
+        steps_done=done or 0,
+        vqgan_model=vqgan,
+        clip_model=clip,
+        width=width,
+        height=height,
+        num_cuts=cuts,
+        device=device,
+    )
+
+
+class SqliteJobStore:
+    """`JobStore` on one SQLite file (WAL). Open with `await SqliteJobStore.open(path)`.
+
+    One connection, one asyncio lock: aiosqlite runs statements on one thread, and the lock keeps
+    one coroutine's explicit transaction from interleaving with another's statements.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, *, usage_window_s: float = 24 * 3600.0) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+        self.usage_window_s = usage_window_s  # how far back fair share counts GPU time
+
+    @classmethod
+    async def open(cls, path: Path | str, *, usage_window_s: float = 24 * 3600.0) -> SqliteJobStore:
+        """Open (creating and migrating as needed) the database at `path`."""
+        return cls(await connect(path), usage_window_s=usage_window_s)
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._conn.close()
+
+    async def _one(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> aiosqlite.Row | None:
+        async with self._conn.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def _all(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[aiosqlite.Row]:
+        async with self._conn.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def _records(self, where: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[JobRecord]:
+        """Records matching `where` (SQL after WHERE), built on aiosqlite's thread so the loop stays free."""
+        async with self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE {where}", params) as cursor:
+            cursor.row_factory = _record  # type: ignore[assignment]
+            return list(await cursor.fetchall())  # type: ignore[arg-type]
+
+    async def _get(self, job_id: int) -> JobRecord:
+        rows = await self._records("id = ?", (job_id,))
+        if not rows:
+            raise NoSuchJob(f"no job #{job_id}")
+        return rows[0]
+
+    # -- the bot's side -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        owner: Owner,
+        spec: JobSpec,
+        *,
+        now: float,
+        limits: SubmitLimits,
+        upload_limit: int | None = None,
+        priority: bool = False,
+        prepare: PrepareSpec | None = None,
+    ) -> JobRecord:
+        """Insert a queued job after checking the caps, all in one transaction.
+
+        `prepare(job_id)` runs inside the transaction (to copy input files under the new id) and
+        returns the spec to store; if it raises, nothing is inserted.
+        """
+        spec_json = spec_to_json(spec)  # validates that the spec serialises before anything is written
+        steps, frames = job_steps(spec)
+        async with self._lock, immediate(self._conn):
+            if limits.max_queued_per_member is not None:
+                row = await self._one(
+                    "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state = 'queued'", (owner.user_id,)
+                )
+                count = row[0] if row else 0
+                if count >= limits.max_queued_per_member:
+                    raise LimitReached(
+                        f"you already have {count} jobs waiting (the limit is {limits.max_queued_per_member}); "
+                        "wait for one to start or cancel one"
+                    )
+            if limits.max_queued_per_guild is not None and owner.guild_id is not None:
+                row = await self._one(
+                    "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state = 'queued'", (owner.guild_id,)
+                )
+                count = row[0] if row else 0
+                if count >= limits.max_queued_per_guild:
+                    raise LimitReached(
+                        f"this server already has {count} jobs waiting (the limit is {limits.max_queued_per_guild}); "
+                        "try again when the queue is shorter"
+                    )
+            cursor = await self._conn.execute(
+                "INSERT INTO jobs (kind, user_id, guild_id, channel_id, spec, state, priority, created_at, steps, "
+                "frames, upload_limit) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                (
+                    spec.kind.value,
+                    owner.user_id,
+                    owner.guild_id,
+                    owner.channel_id,
+                    spec_json,
+                    int(priority),
+                    now,
+                    steps,
+                    frames,
+                    upload_limit,
+                ),
+            )
+            job_id = cursor.lastrowid
+            await cursor.close()
+            assert job_id is not None
+            if prepare is not None:
+                final = await prepare(job_id)
+                await self._conn.execute("UPDATE jobs SET spec = ? WHERE id = ?", (spec_to_json(final), job_id))
+            return await self._get(job_id)
+
+    async def get(self, job_id: int) -> JobRecord:
+        async with self._lock:
+            return await self._get(job_id)
+
+    async def active(self) -> list[JobRecord]:
+        """Running and queued jobs, oldest first."""
+        async with self._lock:
+            return await self._records("state IN ('queued', 'running') ORDER BY id")
+
+    async def many(self, job_ids: Sequence[int]) -> list[JobRecord]:
+        """The records with these ids, in the order given (missing ids are left out)."""
+        found: dict[int, JobRecord] = {}
+        async with self._lock:
+            for start in range(0, len(job_ids), 500):  # SQLite's bound-parameter limit
+                chunk = list(job_ids[start : start + 500])
+                marks = ", ".join("?" * len(chunk))
+                found.update((r.id, r) for r in await self._records(f"id IN ({marks})", chunk))
+        return [found[i] for i in job_ids if i in found]
+
+    async def plan_rows(self) -> list[PlanRow]:
+        """Running and queued jobs with just what scheduling and ETAs need (no spec decoding)."""
+        async with (
+            self._lock,
+            self._conn.execute(
+                "SELECT id, user_id, priority, state, steps, CASE WHEN state = 'running' "
+                "THEN MAX(step, COALESCE(checkpoint_step, 0)) ELSE checkpoint_step END, "
+                "json_extract(spec, '$.vqgan_model'), json_extract(spec, '$.clip_model'), json_extract(spec, '$.width'), "
+                "json_extract(spec, '$.height'), json_extract(spec, '$.num_cuts'), device "
+                "FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+            ) as cursor,
+        ):
+            cursor.row_factory = _plan_row  # type: ignore[assignment]
+            return list(await cursor.fetchall())  # type: ignore[arg-type]
+
+    async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
+        """A member's jobs, newest first."""
+        async with self._lock:
+            return await self._records("user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+
+    async def usage(self, *, now: float) -> dict[int, float]:
+        """GPU seconds per member in the usage window, a running job's elapsed time included."""
+        async with self._lock:
+            return await self._usage(now - self.usage_window_s, now)
+
+    async def _usage(self, since: float, now: float) -> dict[int, float]:
+        rows = await self._all(
+            "SELECT user_id, SUM(gpu_seconds + CASE WHEN state = 'running' AND run_started_at IS NOT NULL "
+            "THEN MAX(0, :now - run_started_at) ELSE 0 END) FROM jobs "
+            "WHERE finished_at >= :since OR state = 'running' OR (state = 'queued' AND gpu_seconds > 0) "
+            "GROUP BY user_id",
+            {"now": now, "since": since},
+        )
+        return {int(r[0]): float(r[1]) for r in rows}
+
+    async def cancel_queued(self, job_id: int, *, now: float) -> JobRecord | None:
+        """Cancel a job that is still queued; None if it is not queued (any more)."""
+        async with self._lock, immediate(self._conn):
+            cursor = await self._conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = ?, checkpoint = NULL "
+                "WHERE id = ? AND state = 'queued'",
+                (now, job_id),
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            return await self._get(job_id) if changed else None
+
+    async def request_cancel(self, job_id: int) -> bool:
+        """Ask whichever runner holds a running job to stop it (seen at its next heartbeat)."""
+        async with self._lock, immediate(self._conn):
+            cursor = await self._conn.execute(
+                "UPDATE jobs SET cancel_requested = 1 WHERE id = ? AND state = 'running'", (job_id,)
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            return bool(changed)
+
+    async def set_status_message(self, job_id: int, message_id: int | None) -> None:
+        await self._update_one("UPDATE jobs SET status_message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def mark_delivered(self, job_id: int, message_id: int) -> None:
+        await self._update_one("UPDATE jobs SET result_message_id = ? WHERE id = ?", (message_id, job_id))
+
+    async def _update_one(self, sql: str, params: Sequence[Any]) -> None:
+        async with self._lock, immediate(self._conn):
+            cursor = await self._conn.execute(sql, params)
+            changed = cursor.rowcount
+            await cursor.close()
+            if not changed:
+                raise NoSuchJob(f"no job #{params[-1]}")
+
+    async def undelivered(self) -> list[JobRecord]:
+        """Finished jobs with a result (or an error) whose message has not been posted, oldest first."""
+        async with self._lock:
+            return await self._records(
+                "state IN ('done', 'failed', 'cancelled') AND result_message_id IS NULL "
+                "AND (result_paths != '[]' OR error IS NOT NULL) ORDER BY id"
+            )
+
+    # -- the runner's side ----------------------------------------------------------------------
+
+    async def claim_next(
+        self, lease_owner: str, *, lease_s: float, now: float, choose: Chooser, device: str | None = None
+    ) -> Claim | None:
+        """Lease the next job: an interrupted one (expired lease) first, else `choose`'s pick."""
+        async with self._lock, immediate(self._conn):
+            row = await self._one(
+                "SELECT id FROM jobs WHERE state = 'running' AND lease_until < ? ORDER BY id LIMIT 1", (now,)
+            )
+            if row is not None:
+                job_id = int(row[0])
+                log.info("job %s: lease expired, resuming it", job_id)
+            else:
+                state = await self._queue_state(now)
+                picked = choose(state) if state.queued else None
+                if picked is None:
+                    return None
+                job_id = picked
+            cursor = await self._conn.execute(
+                "UPDATE jobs SET state = 'running', lease_owner = :me, lease_until = :until, attempt = attempt + 1, "
+                "heartbeat_at = :now, run_started_at = :now, started_at = COALESCE(started_at, :now), "
+                "device = :device WHERE id = :id AND (state = 'queued' OR (state = 'running' AND lease_until < :now))",
+                {"me": lease_owner, "until": now + lease_s, "now": now, "device": device, "id": job_id},
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            if not changed:  # cannot happen under the write lock; kept as the protocol's check
+                return None
+            job = await self._get(job_id)
+            blob = await self._one("SELECT checkpoint FROM jobs WHERE id = ?", (job_id,))
+            checkpoint = bytes(blob[0]) if blob is not None and blob[0] is not None else None
+            return Claim(job=job, lease_owner=lease_owner, attempt=job.attempt, checkpoint=checkpoint)
+
+    async def _queue_state(self, now: float) -> QueueState:
+        rows = await self._all(
+            "SELECT id, user_id, guild_id, priority, created_at FROM jobs WHERE state = 'queued' ORDER BY id"
+        )
+        queued = tuple(
+            Candidate(id=r[0], user_id=r[1], guild_id=r[2], priority=bool(r[3]), created_at=r[4]) for r in rows
+        )
+        running = await self._all(
+            "SELECT user_id, COUNT(*) FROM jobs WHERE state = 'running' AND lease_until >= ? GROUP BY user_id", (now,)
+        )
+        return QueueState(
+            queued=queued,
+            running_per_member={int(r[0]): int(r[1]) for r in running},
+            usage=await self._usage(now - self.usage_window_s, now),
+        )
+
+    async def _fenced(self, sql: str, params: dict[str, Any], claim: Claim) -> int:
+        params = {**params, "id": claim.job.id, "me": claim.lease_owner, "attempt": claim.attempt}
+        cursor = await self._conn.execute(
+            sql + " WHERE id = :id AND state = 'running' AND lease_owner = :me AND attempt = :attempt", params
+        )
+        changed = cursor.rowcount
+        await cursor.close()
+        return changed
+
+    async def renew_lease(
+        self, claim: Claim, *, lease_s: float, now: float, step: int, frame: int, heartbeat_at: float | None
+    ) -> LeaseState | None:
+        """Extend the lease and record progress; None when the lease was lost (stop, discard the output)."""
+        async with self._lock, immediate(self._conn):
+            changed = await self._fenced(
+                "UPDATE jobs SET lease_until = :until, step = :step, frame = :frame, "
+                "heartbeat_at = COALESCE(:beat, heartbeat_at)",
+                {"until": now + lease_s, "step": step, "frame": frame, "beat": heartbeat_at},
+                claim,
+            )
+            if not changed:
+                return None
+            row = await self._one("SELECT cancel_requested FROM jobs WHERE id = ?", (claim.job.id,))
+            return LeaseState(cancel_requested=bool(row and row[0]))
+
+    async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int, now: float) -> bool:
+        """Store the job's resumable state and the step/frame it reached; False when the lease was lost."""
+        async with self._lock, immediate(self._conn):
+            return bool(
+                await self._fenced(
+                    "UPDATE jobs SET checkpoint = :data, checkpoint_step = :step, checkpoint_frame = :frame, "
+                    "checkpoint_at = :now, step = MAX(step, :step), frame = :frame",
+                    {"data": data, "step": step, "frame": frame, "now": now},
+                    claim,
+                )
+            )
+
+    async def finish(
+        self,
+        claim: Claim,
+        state: JobStatus,
+        *,
+        now: float,
+        gpu_seconds: float,
+        step: int,
+        frame: int,
+        result_paths: Sequence[str] = (),
+        partial: bool = False,
+        error: str | None = None,
+        seed: int | None = None,
+    ) -> JobRecord | None:
+        """End a running job (done, failed or cancelled); None when the lease was lost."""
+        if state.value not in _FINISHED:
+            raise ValueError(f"finish() takes a final state, not {state}")
+        async with self._lock, immediate(self._conn):
+            changed = await self._fenced(
+                "UPDATE jobs SET state = :state, finished_at = :now, gpu_seconds = gpu_seconds + :gpu, "
+                "step = :step, frame = :frame, result_paths = :paths, partial = :partial, error = :error, "
+                "seed = COALESCE(:seed, seed), lease_owner = NULL, lease_until = NULL, run_started_at = NULL, "
+                "checkpoint = NULL",
+                {
+                    "state": state.value,
+                    "now": now,
+                    "gpu": gpu_seconds,
+                    "step": step,
+                    "frame": frame,
+                    "paths": json.dumps(list(result_paths)),
+                    "partial": int(partial),
+                    "error": error,
+                    "seed": seed,
+                },
+                claim,
+            )
+            return await self._get(claim.job.id) if changed else None
+
+    async def release(self, claim: Claim, *, now: float, gpu_seconds: float, step: int, frame: int) -> bool:
+        """Give a running job back to the queue (shutdown), keeping its checkpoint and its place."""
+        async with self._lock, immediate(self._conn):
+            return bool(
+                await self._fenced(
+                    "UPDATE jobs SET state = 'queued', gpu_seconds = gpu_seconds + :gpu, step = :step, frame = :frame, "
+                    "lease_owner = NULL, lease_until = NULL, run_started_at = NULL",
+                    {"gpu": gpu_seconds, "step": step, "frame": frame},
+                    claim,
+                )
+            )
+
+    async def expire_leases(self, owner_prefix: str) -> int:
+        """Make the leases held under `owner_prefix` (this worker's earlier life) reclaimable now."""
+        async with self._lock, immediate(self._conn):
+            cursor = await self._conn.execute(
+                "UPDATE jobs SET lease_until = 0 WHERE state = 'running' AND substr(lease_owner, 1, ?) = ?",
+                (len(owner_prefix), owner_prefix),
+            )
+            changed = cursor.rowcount
+            await cursor.close()
+            return changed
+
+    # -- measured speed -------------------------------------------------------------------------
+
+    async def speeds(self) -> dict[str, float]:
+        async with self._lock:
+            rows = await self._all("SELECT key, seconds_per_step FROM speeds")
+        return {r[0]: float(r[1]) for r in rows}
+
+    async def record_speed(self, key: str, seconds_per_step: float, *, now: float, alpha: float = 0.3) -> float:
+        """Fold one measurement into the moving average for `key`; return the new average."""
+        async with self._lock, immediate(self._conn):
+            row = await self._one("SELECT seconds_per_step FROM speeds WHERE key = ?", (key,))
+            value = seconds_per_step if row is None else (1 - alpha) * float(row[0]) + alpha * seconds_per_step
+            await self._conn.execute(
+                "INSERT INTO speeds (key, seconds_per_step, samples, updated_at) VALUES (?, ?, 1, ?) "
+                "ON CONFLICT(key) DO UPDATE SET seconds_per_step = excluded.seconds_per_step, "
+                "samples = samples + 1, updated_at = excluded.updated_at",
+                (key, value, now),
+            )
+            return value

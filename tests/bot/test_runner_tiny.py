@@ -1,0 +1,81 @@
+"""The runner driving the real engine (the `tiny` preset on CPU): the loop stays responsive while it renders."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bot.loop_lag import LoopLag
+from bot.ports import ProgressUpdate
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
+from engine.jobs import JobSpec, JobStatus
+from storage.records import JobRecord, Owner
+
+torch = pytest.importorskip("torch")
+from engine.renderer import Renderer  # noqa: E402 - after torch is known to be there
+
+TINY = JobSpec(
+    text_prompts="a red apple", width=64, height=64, num_cuts=4, vqgan_model="tiny", clip_model="tiny", seed=3
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)  # two cores shared by everyone
+    yield
+    torch.set_num_threads(before)
+
+
+class Finished:
+    def __init__(self) -> None:
+        self.jobs: dict[int, JobRecord] = {}
+        self.previews = 0
+        self.updates = 0
+        self.done = asyncio.Event()
+
+    def on_progress(self, update: ProgressUpdate) -> None:
+        self.updates += 1
+        self.previews += update.preview is not None
+
+    async def on_started(self, job: JobRecord) -> None:
+        pass
+
+    async def on_finished(self, job: JobRecord) -> None:
+        self.jobs[job.id] = job
+        self.done.set()
+
+
+def build(device: str) -> Renderer:
+    renderer = Renderer(device)
+    renderer.models(TINY)  # models resident before the first job, built on the device thread
+    return renderer
+
+
+async def test_loop_lag_stays_low_while_a_tiny_job_renders_on_cpu(tmp_path: Path) -> None:
+    queue = await JobQueue.open(tmp_path, QueueConfig())
+    runner = JobRunner(queue, build, ["cpu"], tmp_path, preview_interval_s=0.5, checkpoint_every_steps=10)
+    events = Finished()
+    queue.subscribe(events)
+    try:
+        await runner.start()
+        job = (await queue.submit(Owner(user_id=1), dataclasses.replace(TINY, iterations=40))).job
+        async with LoopLag(interval_s=0.005) as lag:
+            async with asyncio.timeout(120):
+                await events.done.wait()
+        done = events.jobs[job.id]
+        assert done.state == JobStatus.DONE, done.error
+        assert done.step == 40
+        assert (await asyncio.to_thread(Path(done.result_paths[0]).read_bytes))[:8] == b"\x89PNG\r\n\x1a\n"
+        assert events.updates == 40
+        assert events.previews >= 1
+        assert len(lag.samples) > 50
+        assert lag.percentile(99) < 0.050, f"p50 {lag.percentile(50):.4f} s, p99 {lag.percentile(99):.4f} s"
+    finally:
+        await runner.drain()
+        await queue.aclose()
