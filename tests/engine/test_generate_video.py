@@ -14,7 +14,7 @@ from engine.images import read_params
 from tests.engine.mediafiles import make_stills, make_video
 
 
-def tiny_config(seed: int | None = 3) -> VQGAN_CLIP_Config:
+def seed_config(seed: int | None = 3) -> VQGAN_CLIP_Config:
     return VQGAN_CLIP_Config(
         output_image_size=[64, 64], vqgan_model_name="tiny", clip_model="tiny", num_cuts=8, cuda_device="cpu", seed=seed
     )
@@ -31,7 +31,8 @@ def pixels(path: Path) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clip_with_audio(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_video(tmp_path_factory.mktemp("src") / "clip.mp4", seconds=2, fps=10, audio="aac")
+    hostile = 'it\'s a "clip"; vidéo.mp4'  # quotes, ';', spaces and non-ASCII broke the seed's shell strings
+    return make_video(tmp_path_factory.mktemp("src") / hostile, seconds=2, fps=10, audio="aac")
 
 
 # -- video_frames ---------------------------------------------------------------------------------
@@ -47,7 +48,7 @@ def test_video_frames_validation_messages(tmp_path: Path) -> None:
         ({"text_prompts": []}, "No valid prompts were provided"),
     ]
     for changes, message in cases:
-        kwargs = {"num_video_frames": 2, "eng_config": tiny_config(), "text_prompts": "a forest"}
+        kwargs = {"num_video_frames": 2, "eng_config": seed_config(), "text_prompts": "a forest"}
         kwargs.update(changes)
         kwargs["generated_video_frames_path"] = tmp_path / "frames"
         with pytest.raises(ValueError, match=message):
@@ -62,7 +63,7 @@ def test_video_frames_phrases_change_after_the_listed_frames_and_stay_on_the_las
     for stale in make_stills(folder, 9):  # an earlier, longer run of ours
         assert stale.exists()
     info = generate.video_frames(
-        6, iterations_per_frame=1, iterations_for_first_frame=1, eng_config=tiny_config(),
+        6, iterations_per_frame=1, iterations_for_first_frame=1, eng_config=seed_config(),
         text_prompts="a forest ^ a city ^ a sea", change_prompts_on_frame=[2, 3, 4], generated_video_frames_path=folder,
     )  # fmt: skip
     frames = frames_in(folder)
@@ -80,7 +81,7 @@ def test_video_frames_same_seed_same_frames_and_the_smoother_changes_only_later_
     def run(name: str, smoother: bool) -> list[np.ndarray]:
         with pytest.warns(UserWarning, match="barely show"):
             generate.video_frames(
-                3, iterations_per_frame=2, iterations_for_first_frame=1, eng_config=tiny_config(seed=9),
+                3, iterations_per_frame=2, iterations_for_first_frame=1, eng_config=seed_config(seed=9),
                 text_prompts="a forest", zoom_scale=1.2, shift_x=3, generated_video_frames_path=tmp_path / name,
                 z_smoother=smoother, z_smoother_alpha=0.3,
             )  # fmt: skip
@@ -101,11 +102,11 @@ def test_style_transfer_validation_messages(tmp_path: Path) -> None:
     sources = [str(p) for p in make_stills(tmp_path / "src", 2)]
     for bad in ("a string", [], [str(tmp_path / "missing.jpg")], [*sources, 5]):
         with pytest.raises(ValueError, match=r"video_frames must be a list of paths to files\."):
-            generate.style_transfer(bad, tiny_config(), generated_video_frames_path=tmp_path / "out")  # type: ignore[arg-type]
+            generate.style_transfer(bad, seed_config(), generated_video_frames_path=tmp_path / "out")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="text_prompts must be a string"):
-        generate.style_transfer(sources, tiny_config(), text_prompts=3, generated_video_frames_path=tmp_path / "out")  # type: ignore[arg-type]
+        generate.style_transfer(sources, seed_config(), text_prompts=3, generated_video_frames_path=tmp_path / "out")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="overwrite the source frames"):
-        generate.style_transfer(sources, tiny_config(), generated_video_frames_path=tmp_path / "src")
+        generate.style_transfer(sources, seed_config(), generated_video_frames_path=tmp_path / "src")
     assert not (tmp_path / "out").exists()
 
 
@@ -113,7 +114,7 @@ def test_style_transfer_writes_one_frame_per_source_frame(clip_with_audio: Path,
     sources = video_tools.extract_video_frames(clip_with_audio, 2, tmp_path / "src")
     assert len(sources) == 4
     info = generate.style_transfer(
-        sources, tiny_config(), text_prompts="a red rose|a fish^the last horse", iterations_per_frame=1,
+        sources, seed_config(), text_prompts="a red rose|a fish^the last horse", iterations_per_frame=1,
         iterations_for_first_frame=1, current_source_frame_image_weight=0.1, current_source_frame_prompt_weight=0.1,
         change_prompts_on_frame=[3], generated_video_frames_path=tmp_path / "out", z_smoother=True,
     )  # fmt: skip
@@ -135,7 +136,7 @@ def test_restyle_video_frames_warns_and_runs_style_transfer(tmp_path: Path) -> N
     sources = [str(p) for p in make_stills(tmp_path / "src", 2)]
     with pytest.warns(DeprecationWarning, match="style_transfer"):
         generate.restyle_video_frames(
-            sources, tiny_config(), "a fish", iterations=1, generated_video_frames_path=tmp_path / "out"
+            sources, seed_config(), "a fish", iterations=1, generated_video_frames_path=tmp_path / "out"
         )
     assert len(frames_in(tmp_path / "out")) == 2
 

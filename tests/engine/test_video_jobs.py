@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from engine import ffmpeg, media
 from engine.errors import InvalidJob
@@ -81,14 +83,20 @@ def test_interpolation_raises_the_frame_rate_and_keeps_the_length(renderer: Rend
 
 def test_cancel_returns_a_playable_video_of_the_frames_done(renderer: Renderer, tmp_path: Path) -> None:
     cancel = threading.Event()
+    previews: list[bytes] = []
 
     def on_progress(p: Progress) -> None:
+        if p.frame == 2 and p.iteration == 1:
+            previews.append(p.preview())
         if p.frame == 2 and p.iteration == p.total:
             cancel.set()
 
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=on_progress, cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 2, 4)
     assert media.probe_video(tmp_path / "a.mp4").frames == 2
+    assert len(previews) == 1
+    with Image.open(io.BytesIO(previews[0])) as img:
+        assert (img.format, img.size) == ("WEBP", (64, 64))
 
 
 def test_cancel_in_the_first_frame_still_gives_a_video(renderer: Renderer, tmp_path: Path) -> None:
