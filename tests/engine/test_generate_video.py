@@ -10,6 +10,7 @@ from PIL import Image
 
 from engine import VQGAN_CLIP_Config, generate, media, video_tools
 from engine.cli import main
+from engine.errors import InvalidJob
 from engine.images import read_params
 from tests.engine.mediafiles import make_stills, make_video
 
@@ -56,7 +57,9 @@ def test_video_frames_validation_messages(tmp_path: Path) -> None:
     assert not (tmp_path / "frames").exists()
 
 
-def test_video_frames_phrases_change_after_the_listed_frames_and_stay_on_the_last(tmp_path: Path) -> None:
+def test_video_frames_phrases_change_after_the_listed_frames_and_stay_on_the_last(
+    tmp_path: Path, picture: Path, picture2: Path
+) -> None:
     folder = tmp_path / "frames"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
@@ -64,17 +67,44 @@ def test_video_frames_phrases_change_after_the_listed_frames_and_stay_on_the_las
         assert stale.exists()
     info = generate.video_frames(
         6, iterations_per_frame=1, iterations_for_first_frame=1, eng_config=seed_config(),
-        text_prompts="a forest ^ a city ^ a sea", change_prompts_on_frame=[2, 3, 4], generated_video_frames_path=folder,
+        text_prompts="a forest ^ a city ^ a sea", image_prompts=f"{picture} ^ {picture2}:0.5", noise_prompts="7 ^ 8",
+        change_prompts_on_frame=[2, 3, 4], generated_video_frames_path=folder,
     )  # fmt: skip
     frames = frames_in(folder)
     assert [p.name for p in frames] == [f"frame_{k:012d}.jpg" for k in range(1, 7)]
     seen = [read_params(p)["frame"] for p in frames]
     assert [f["number"] for f in seen] == [1, 2, 3, 4, 5, 6]
     assert [f["text_prompts"] for f in seen] == ["a forest", "a forest", "a city", "a sea", "a sea", "a sea"]
+    # all three kinds move together; a kind with fewer phrases stays on its last one
+    assert [f["image_prompts"] for f in seen] == [str(picture)] * 2 + [str(picture2)] * 4
+    assert [f["noise_prompts"] for f in seen] == ["7", "7", "8", "8", "8", "8"]
     assert (folder / "notes.txt").read_text() == "keep me"
     assert "seed 3" in info
     assert "size 64x64" in info
     assert "num_video_frames: 6" in info
+
+
+def test_video_frames_zoom_and_shift_as_functions_of_the_frame_number(tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="barely show"):
+        generate.video_frames(
+            4, iterations_per_frame=1, iterations_for_first_frame=1, eng_config=seed_config(), text_prompts="a spiral",
+            zoom_scale=lambda k: 1 + k / 10, shift_x=lambda k: k, shift_y=-2, generated_video_frames_path=tmp_path / "f",
+        )  # fmt: skip
+    moves = [read_params(p)["frame"] for p in frames_in(tmp_path / "f")]
+    assert [(m["zoom_scale"], m["shift_x"], m["shift_y"]) for m in moves] == [
+        (1.0, 0, 0), (1.2, 2, -2), (1.3, 3, -2), (1.4, 4, -2)
+    ]  # fmt: skip
+    with pytest.raises(InvalidJob, match="shift_x 64"), pytest.warns(UserWarning, match="barely show"):
+        generate.video_frames(
+            4,
+            1,
+            1,
+            seed_config(),
+            "a spiral",
+            shift_x=lambda k: 32 * (k - 1),
+            generated_video_frames_path=tmp_path / "g",
+        )
+    assert frames_in(tmp_path / "g") == []
 
 
 def test_video_frames_same_seed_same_frames_and_the_smoother_changes_only_later_frames(tmp_path: Path) -> None:
