@@ -6,13 +6,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
-from engine import VQGAN_CLIP_Config, generate, media, video_tools
+from engine import VQGAN_CLIP_Config, esrgan, generate, media, video_tools
 from engine.cli import main
 from engine.errors import InvalidJob
 from engine.images import read_params
 from tests.engine.mediafiles import make_stills, make_video
+from tests.engine.rrdbnet import RRDBNet, save_official
 
 
 def seed_config(seed: int | None = 3) -> VQGAN_CLIP_Config:
@@ -232,3 +234,40 @@ def test_cli_bad_video_flags_are_one_line_errors(
     assert err[0].startswith("error: ")
     assert message in err[0]
     assert list(tmp_path.iterdir()) == []
+
+
+# -- the seed's examples, end to end ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def upscaler_x2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.manual_seed(0)
+    return save_official(RRDBNet(scale=2).eval(), tmp_path_factory.mktemp("weights") / "tiny_x2.pth")
+
+
+def test_example_zoom_video_frames_upscaled_and_encoded(upscaler_x2: Path, tmp_path: Path) -> None:
+    with pytest.warns(UserWarning, match="barely show"):
+        generate.video_frames(
+            3, 1, 1, seed_config(), "a tunnel", zoom_scale=1.05, shift_x=1, shift_y=1,
+            generated_video_frames_path=tmp_path / "frames",
+        )  # fmt: skip
+    upscaled = esrgan.inference_realesrgan(tmp_path / "frames", str(upscaler_x2), output_images_path=tmp_path / "up")
+    assert len(upscaled) == 3
+    assert read_params(upscaled[2])["frame"]["number"] == 3  # the frames' metadata survives the upscale
+    info = media.probe_video(video_tools.encode_video(tmp_path / "zoom.mp4", 30, tmp_path / "up", 30))
+    assert (info.frames, info.width, info.height) == (3, 128, 128)
+
+
+def test_example_video_extracted_restyled_upscaled_encoded_with_audio(
+    clip_with_audio: Path, upscaler_x2: Path, tmp_path: Path
+) -> None:
+    sources = video_tools.extract_video_frames(clip_with_audio, 2, tmp_path / "src")
+    generate.style_transfer(
+        sources, seed_config(), "charcoal", iterations_per_frame=1, iterations_for_first_frame=1,
+        generated_video_frames_path=tmp_path / "styled",
+    )  # fmt: skip
+    esrgan.inference_realesrgan(tmp_path / "styled", str(upscaler_x2), output_images_path=tmp_path / "up")
+    silent = video_tools.encode_video(tmp_path / "silent.mp4", 2, tmp_path / "up", 2, "charcoal", "restyled")
+    final = video_tools.copy_video_audio(clip_with_audio, silent, tmp_path / "final.mp4")
+    info = media.probe_video(final)
+    assert (info.frames, info.width, info.height, info.has_audio) == (4, 144, 104, True)
