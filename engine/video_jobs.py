@@ -150,8 +150,21 @@ def _run_locked(
 
 
 def container_comment(params: dict[str, Any]) -> str:
-    """The MP4 comment: the generation parameters as one JSON object (prompts, seed, settings)."""
-    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """The MP4 comment: the generation parameters as one JSON object (prompts, seed, settings).
+
+    Input files appear by name only: the video is posted, the folders of the machine that made it are not.
+    """
+    public = json.loads(json.dumps(params))
+    spec, files = public.get("spec", {}), public.get("files", {})
+    for key in ("video", "init_image"):
+        if spec.get(key):
+            spec[key] = Path(spec[key]).name
+    if public.get("config", {}).get("init_image"):
+        public["config"]["init_image"] = Path(public["config"]["init_image"]).name
+    for entry in [files.get("init_image"), *(files.get("image_prompts") or [])]:
+        if entry:
+            entry["path"] = Path(entry["path"]).name
+    return json.dumps(public, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(spec: JobSpec, result: FramesResult, output: Path, work: Path, has_audio: bool) -> None:

@@ -213,6 +213,9 @@ def test_style_transfer_gives_one_frame_per_source_frame_with_the_audio(
     assert abs(info.seconds - 2.0) < 0.3
     assert (artifact.frames_done, artifact.steps_done, artifact.width, artifact.height) == (8, 16, 72, 52)
     assert [p.frame for p in seen] == [k for k in range(1, 9) for _ in range(2)]
+    params = json.loads(ffmpeg.read_tags(tmp_path / "s.mp4")["comment"])  # the mux keeps the metadata
+    assert params["spec"]["video"] == "clip.mp4"  # by name: the posted video does not show our folders
+    assert params["spec"]["source_prompt_weight"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4"]
 
 
