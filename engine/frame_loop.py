@@ -230,8 +230,11 @@ class FrameLoop:
 
     def _result(self, *, partial: bool) -> FramesResult:
         frames_done = len(self.written)
-        if partial and not self.written and self.frame_ready:
-            self._write_frame(self.current_image())  # cancelled in frame 1: the video still shows something
+        if partial and not self.written:  # cancelled in frame 1: the video still shows where it got to
+            if not self.frame_ready:
+                self.setup_frame(self.frame)
+                self.frame_ready = True
+            self._write_frame(self.current_image())
         steps_done = self.steps_before(self.frame) + (self.state.iteration if self.frame_ready else 0)
         return FramesResult(
             paths=tuple(self.written),

@@ -61,7 +61,7 @@ def render_video(
     if spec.kind is JobKind.STYLE_TRANSFER:
         assert spec.video is not None
         info = media.check_video(spec.video, max_seconds=limits.max_video_seconds, max_pixels=limits.max_video_pixels)
-        video_spec.check_source_frames(int(info.seconds * spec.extraction_fps), limits)
+        video_spec.check_source_frames(max(1, int(info.seconds * spec.extraction_fps)), limits)
         has_audio = info.has_audio
     work = Path(tempfile.mkdtemp(prefix=".vqbot-video-", dir=output.parent))
     try:

@@ -110,6 +110,8 @@ def check_shift(name: str, shift: int, side: int) -> None:
 
 def check_source_frames(count: int, limits: VideoLimits) -> None:
     """A style transfer renders one frame per source frame."""
+    if count < 1:
+        raise InvalidJob("there are no source frames to restyle")
     if count > limits.max_frames:
         raise InvalidJob(
             f"the source gives {count} frames at this extraction rate, more than the {limits.max_frames} allowed"

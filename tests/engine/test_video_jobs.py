@@ -104,6 +104,11 @@ def test_cancel_in_the_first_frame_still_gives_a_video(renderer: Renderer, tmp_p
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=lambda p: cancel.set(), cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 1)
     assert media.probe_video(tmp_path / "a.mp4").frames == 1
+    cancel = threading.Event()
+    cancel.set()  # cancelled before it started: the starting picture
+    artifact = renderer.render(anim_spec(), tmp_path / "b.mp4", cancel=cancel)
+    assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 0)
+    assert media.probe_video(tmp_path / "b.mp4").frames == 1
 
 
 RESUMABLE = anim_spec(frames=5, smoother=True, smoother_alpha=0.5, smoother_buffer_len=3, seed=None)
