@@ -22,13 +22,20 @@ from bot.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_k
 from bot.ports import JobEvents, JobNotFound, NotAllowed, ProgressUpdate, QueueEntry, QueueRefused
 from bot.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
+from engine.prompts import count_tokens
 from storage.jobs import JobStore, LimitReached, NoSuchJob
 from storage.records import JobRecord, Owner, PlanRow, SubmitLimits
 from storage.sqlite_jobs import SqliteJobStore
 
 log = logging.getLogger(__name__)
 
-INPUT_FIELDS = ("init_image", "video")  # spec fields that name a local input file
+PATH_FIELDS = ("init_image", "video")  # spec fields that are a local file path
+INPUT_FIELDS = (*PATH_FIELDS, "image_prompts")  # `inputs` keys; an image prompt names its file in the prompt text
+
+
+def escape_path(path: Path | str) -> str:
+    """A path as it appears in a prompt (colons escaped for the prompt syntax)."""
+    return str(path).replace(":", "\\:")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +114,8 @@ class JobQueue:
     async def _load_speeds(self) -> None:
         if not self._speeds_loaded:
             self.speeds = SpeedBook(await self.store.speeds())
+            # the first prompt check loads CLIP's BPE vocabulary (~0.5 s): do it off the loop, once
+            await asyncio.to_thread(count_tokens, "warm up")
             self._speeds_loaded = True
 
     # -- RenderQueue ----------------------------------------------------------------------------
@@ -128,14 +137,18 @@ class JobQueue:
         await self._load_speeds()
         admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
         files = self._input_files(spec, inputs or {})
-        staging = await asyncio.to_thread(self._stage, files) if files else None
+        staging, names = await asyncio.to_thread(self._stage, files) if files else (None, {})
         prepare = None
         if staging is not None:
 
             async def prepare(job_id: int) -> JobSpec:
                 final = self.data_dir / "inputs" / str(job_id)
                 await asyncio.to_thread(os.replace, staging, final)
-                return dataclasses.replace(spec, **{name: str(final / Path(path).name) for name, path in files.items()})
+                changes: dict[str, str] = {n: str(final / names[n]) for n in PATH_FIELDS if n in names}
+                if "image_prompts" in names:
+                    old, new = escape_path(files["image_prompts"]), escape_path(final / names["image_prompts"])
+                    changes["image_prompts"] = spec.image_prompts.replace(old, new)
+                return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
 
         limits = SubmitLimits(
             max_queued_per_member=self.config.max_queued_per_member,
@@ -173,23 +186,26 @@ class JobQueue:
             raise QueueRefused(f"unknown input(s): {', '.join(unknown)}")
         files: dict[str, Path] = {}
         for name in INPUT_FIELDS:
-            path = inputs.get(name) or getattr(spec, name)
-            if path is None:
+            given = inputs.get(name) or (getattr(spec, name) if name in PATH_FIELDS else None)
+            if given is None:
                 continue
-            path = Path(path)
+            path = Path(given)
             if not path.is_file():
-                raise QueueRefused(f"the {name.replace('_', ' ')} file is missing; attach it again")
+                raise QueueRefused(f"the {name.replace('_', ' ').rstrip('s')} file is missing; attach it again")
+            if name == "image_prompts" and escape_path(path) not in spec.image_prompts:
+                raise QueueRefused("the image prompt does not name the attached image")
             files[name] = path
         return files
 
-    def _stage(self, files: dict[str, Path]) -> Path:
+    def _stage(self, files: dict[str, Path]) -> tuple[Path, dict[str, str]]:
+        """Copy the inputs into a staging folder; return it and each input's file name there."""
         staging = self.data_dir / "inputs" / f".staging-{uuid.uuid4().hex}"
         staging.mkdir(parents=True)
+        names: dict[str, str] = {}
         for name, path in files.items():
-            copy = staging / f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
-            shutil.copyfile(path, copy)
-            files[name] = copy
-        return staging
+            names[name] = f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
+            shutil.copyfile(path, staging / names[name])
+        return staging, names
 
     async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> JobRecord:
         """Remove a queued job at once or stop a running one (it keeps its partial result)."""

@@ -74,7 +74,7 @@ class JobRunner:
         queue: JobQueue,
         make_renderer: Callable[[str], Renderer],
         devices: Sequence[str],
-        data_dir: Path,
+        data_dir: Path | None = None,
         *,
         worker_id: str | None = None,
         lease_s: float = 30.0,
@@ -88,7 +88,7 @@ class JobRunner:
         self.queue = queue
         self.store = queue.store
         self.devices = tuple(devices)
-        self.data_dir = Path(data_dir)
+        self.data_dir = Path(data_dir) if data_dir is not None else queue.data_dir  # results: data_dir/outputs/
         # an explicit worker id is stable across restarts: its old leases are taken back at once
         self._reclaim_own = worker_id is not None
         self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -234,6 +234,9 @@ class JobRunner:
         try:
             await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
             artifact = await loop.run_in_executor(self._pools[device], render)
+        except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
+            run.cancel.set()
+            raise
         except EngineError as e:
             if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
                 log.exception("job %s: model load failed on %s", job.id, device)

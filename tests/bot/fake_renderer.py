@@ -31,6 +31,7 @@ class FakeRenderer:
         self.rendered_on: list[str] = []
         self.resumed_from: list[int] = []
         self.previews = 0
+        self.reached = 0  # the step the current render has finished
 
     def _preview(self) -> bytes:
         self.previews += 1
@@ -56,6 +57,7 @@ class FakeRenderer:
         while done < steps and not (cancel is not None and cancel.is_set()):
             time.sleep(self.step_s)
             done += 1
+            self.reached = done
             if on_progress is not None:
                 on_progress(
                     Progress(

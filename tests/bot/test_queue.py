@@ -11,7 +11,7 @@ import pytest
 
 from bot.admission import AdmissionLimits
 from bot.ports import JobNotFound, NotAllowed, ProgressUpdate, QueueRefused
-from bot.queue import JobQueue, QueueConfig
+from bot.queue import JobQueue, QueueConfig, escape_path
 from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner, QueueState, SubmitLimits
 
@@ -160,6 +160,14 @@ async def test_input_files_are_copied_into_the_data_directory(queue: JobQueue, t
     assert stored.parent == queue.data_dir / "inputs" / str(entry.job.id)
     assert await asyncio.to_thread(stored.read_bytes) == b"\x89PNG fake bytes"
     assert (await queue.get(entry.job.id)).spec.init_image == str(stored)
+    prompt_image = tmp_path / "prompt:1.png"  # a colon, escaped in the prompt text
+    prompt_image.write_bytes(b"prompt image")
+    spec = dataclasses.replace(SPEC, image_prompts=escape_path(prompt_image) + ":0.5")
+    entry = await queue.submit(ALICE, spec, inputs={"image_prompts": prompt_image})
+    prompt_image.unlink()
+    copy = queue.data_dir / "inputs" / str(entry.job.id) / "image_prompts.png"
+    assert entry.job.spec.image_prompts == escape_path(copy) + ":0.5"
+    assert await asyncio.to_thread(copy.read_bytes) == b"prompt image"
     with pytest.raises(QueueRefused, match="init image file is missing"):
         await queue.submit(ALICE, dataclasses.replace(SPEC, init_image=str(tmp_path / "gone.png")))
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.admission import SpeedClass
-from bot.ports import ProgressUpdate
+from bot.ports import NotAllowed, ProgressUpdate
 from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
 from engine.jobs import JobSpec, JobStatus
@@ -31,12 +31,14 @@ class Recorder:
         self.started: list[int] = []
         self.finished: dict[int, JobRecord] = {}
         self.progress: list[ProgressUpdate] = []
+        self.progress_times: list[float] = []
         self.progress_threads: set[str] = set()
         self.changed = asyncio.Event()
 
     def on_progress(self, update: ProgressUpdate) -> None:
         self.progress_threads.add(threading.current_thread().name)
         self.progress.append(update)
+        self.progress_times.append(time.monotonic())
         self.changed.set()
 
     async def on_started(self, job: JobRecord) -> None:
@@ -121,7 +123,9 @@ async def test_previews_are_requested_only_when_due(queue: JobQueue, start_runne
     await events.until(lambda: job.id in events.finished)
     with_preview = [u for u in events.progress if u.preview is not None]
     assert len(events.progress) == 60
-    assert 2 <= len(with_preview) <= 12  # about one per 0.1 s of a ~0.6 s job, never one per iteration
+    elapsed = events.progress_times[-1] - events.progress_times[0]
+    assert 2 <= len(with_preview) <= elapsed / 0.1 + 2  # one per 0.1 s, never one per iteration
+    assert len(with_preview) < 30
     assert renderers["cpu"].previews == len(with_preview)
     assert events.progress[-1].eta_done_s == 0.0
 
@@ -131,21 +135,35 @@ async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
 ) -> None:
     events = Recorder()
     queue.subscribe(events)
-    await start_runner(step_s=0.01)
+    _, renderers = await start_runner(step_s=0.01)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
     await events.until(lambda: len(events.progress) >= 5)
-    with pytest.raises(Exception, match="only the member who asked"):
+    with pytest.raises(NotAllowed, match="only the member who asked"):
         await queue.cancel(job.id, by_user=BOB.user_id)
-    seen = events.progress[-1].step
     await queue.cancel(job.id, by_user=ALICE.user_id)
+    reached = renderers["cpu"].reached  # the cancel flag is already set when `cancel` returns
     await events.until(lambda: job.id in events.finished)
     done = events.finished[job.id]
     assert done.state == JobStatus.CANCELLED
     assert done.partial
-    assert seen <= done.step <= seen + 3  # within an iteration or so of the click
+    assert done.step <= reached + 1  # it finished the iteration it was in, and no more
     (path,) = done.result_paths
     assert read(path) == PNG_1X1
     assert [j.id for j in await queue.undelivered()] == [job.id]  # the partial is delivered
+
+
+async def test_a_cancel_from_another_process_arrives_with_the_heartbeat(
+    queue: JobQueue, start_runner: RunnerFactory
+) -> None:
+    events = Recorder()
+    queue.subscribe(events)
+    await start_runner(step_s=0.01)  # lease 3 s: a heartbeat every second
+    job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
+    await events.until(lambda: len(events.progress) >= 3)
+    assert await queue.store.request_cancel(job.id)  # what `cancel` does in a process that does not run the job
+    await events.until(lambda: job.id in events.finished, limit_s=5)
+    assert events.finished[job.id].state == JobStatus.CANCELLED
+    assert events.finished[job.id].partial
 
 
 async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
@@ -173,7 +191,11 @@ async def test_checkpoints_are_stored_while_a_job_runs(queue: JobQueue, start_ru
     await start_runner(step_s=0.01, checkpoint_every_steps=7)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
     await events.until(lambda: len(events.progress) >= 30)
-    stored = await queue.get(job.id)
+    for _ in range(100):  # the writes are asynchronous: give the one for step 21 time to land
+        stored = await queue.get(job.id)
+        if (stored.checkpoint_step or 0) >= 21:
+            break
+        await asyncio.sleep(0.05)
     assert stored.checkpoint_step is not None
     assert stored.checkpoint_step % 7 == 0
     assert stored.checkpoint_step >= 21
@@ -192,7 +214,7 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
     loop = asyncio.get_running_loop()
     began = loop.time()
     await first.drain()
-    assert loop.time() - began < 1.0
+    assert loop.time() - began < 2.0
     stored = await queue.get(job.id)
     assert stored.state == JobStatus.QUEUED  # not cancelled: it goes on after the restart
     assert stored.checkpoint_step is not None

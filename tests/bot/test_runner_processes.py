@@ -177,7 +177,7 @@ def test_sigterm_checkpoints_the_running_job_and_exits_within_seconds(tmp_path: 
     began = time.monotonic()
     first.process.send_signal(signal.SIGTERM)
     assert first.wait(10) == 0, first.log()
-    assert time.monotonic() - began < 3.0
+    assert time.monotonic() - began < 5.0
     (job,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
     assert job.state == JobStatus.QUEUED  # given back, not cancelled
     assert job.checkpoint_step is not None

@@ -64,17 +64,17 @@ async def test_loop_lag_stays_low_while_a_tiny_job_renders_on_cpu(tmp_path: Path
     queue.subscribe(events)
     try:
         await runner.start()
-        job = (await queue.submit(Owner(user_id=1), dataclasses.replace(TINY, iterations=40))).job
+        job = (await queue.submit(Owner(user_id=1), dataclasses.replace(TINY, iterations=24))).job
         async with LoopLag(interval_s=0.005) as lag:
             async with asyncio.timeout(120):
                 await events.done.wait()
         done = events.jobs[job.id]
         assert done.state == JobStatus.DONE, done.error
-        assert done.step == 40
+        assert done.step == 24
         assert (await asyncio.to_thread(Path(done.result_paths[0]).read_bytes))[:8] == b"\x89PNG\r\n\x1a\n"
-        assert events.updates == 40
+        assert events.updates == 24
         assert events.previews >= 1
-        assert len(lag.samples) > 50
+        assert len(lag.samples) > 100
         assert lag.percentile(99) < 0.050, f"p50 {lag.percentile(50):.4f} s, p99 {lag.percentile(99):.4f} s"
     finally:
         await runner.drain()
