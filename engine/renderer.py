@@ -1,6 +1,7 @@
 """The long-lived renderer the render queue drives: models stay loaded, jobs report progress and can stop.
 
-`Renderer.render` renders a still (JobKind.IMAGE) from a `JobSpec`: call it on one thread per device.
+`Renderer.render` renders a still (JobKind.IMAGE) from a `JobSpec`, or an animation or style transfer
+(engine.video_jobs): call it on one thread per device.
 """
 
 from __future__ import annotations
