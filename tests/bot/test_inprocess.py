@@ -5,6 +5,7 @@ The subprocess tests in test_e2e.py run `python -m bot` with the real queue and 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 from pathlib import Path
@@ -15,6 +16,7 @@ from PIL import Image
 from tests.bot.conftest import make_config, running_bot
 from tests.bot.fake_discord import ALL_PERMISSIONS, FakeDiscord
 from tests.bot.memory_queue import MemoryQueue
+from tests.engine.mediafiles import make_video
 
 ALICE, BOB, MOD = 111111111111111111, 222222222222222222, 333333333333333333
 
@@ -260,3 +262,54 @@ async def test_commands_outside_the_allowed_channels_are_refused(fake: FakeDisco
         sent = await fake.slash("imagine", user_id=ALICE, prompt="x", channel_id=fake.other_channel_id)
         assert "not allowed in this channel" in (await fake.wait_for(lambda: fake.replies(sent)))[0]
     assert queue.jobs == {}
+
+
+def mp4_bytes(tmp_path: Path, seconds: float) -> bytes:
+    return make_video(tmp_path / f"clip-{seconds}.mp4", seconds=seconds, fps=10).read_bytes()
+
+
+async def test_style_checks_the_video_then_submits_a_style_transfer(fake: FakeDiscord, tmp_path: Path) -> None:
+    queue = MemoryQueue(tmp_path)
+    short = fake.add_file("clip.mp4", await asyncio.to_thread(mp4_bytes, tmp_path, 1.0), "video/mp4")
+    long = fake.add_file("long.mp4", await asyncio.to_thread(mp4_bytes, tmp_path, 6.0), "video/mp4")
+    not_video = fake.add_file("fake.mp4", b"\x00\x00\x00 ftypisom but not really" * 20, "video/mp4")
+    async with running_bot(fake, queue, make_config(tmp_path)):
+        too_long = await fake.slash("style", user_id=ALICE, video=long, prompt="oil painting")
+        assert "more than the 5 s allowed" in await reply_with(fake, too_long, "allowed")
+        bogus = await fake.slash("style", user_id=ALICE, video=not_video, prompt="oil painting")
+        assert "fake.mp4" in await reply_with(fake, bogus, "video")
+        ok = await fake.slash("style", user_id=ALICE, video=short, prompt="oil painting", fps=4.0, source_weight=1.5)
+        await reply_with(fake, ok, "accepted")
+    assert len(queue.submitted) == 1
+    _, spec, _, inputs = queue.submitted[0]
+    assert spec.kind == "style_transfer"
+    assert (spec.extraction_fps, spec.source_image_weight, spec.frames) == (4.0, 1.5, 4)
+    assert inputs["video"][4:8] == b"ftyp"  # the checked MP4 went to the queue
+
+
+async def test_animate_submits_frames_zoom_and_shift(fake: FakeDiscord, tmp_path: Path) -> None:
+    queue = MemoryQueue(tmp_path)
+    async with running_bot(fake, queue, make_config(tmp_path)):
+        ok = await fake.slash("animate", user_id=ALICE, prompt="a tunnel", frames=6, zoom=1.1, shift_x=3)
+        await reply_with(fake, ok, "accepted")
+        too_many = await fake.slash("animate", user_id=ALICE, prompt="a tunnel", frames=500)
+        assert "frames must be between 2 and 20" in await reply_with(fake, too_many, "frames")
+    _, spec, _, _ = queue.submitted[0]
+    assert (spec.kind, spec.frames, spec.zoom, spec.shift_x, spec.shift_y) == ("animation", 6, 1.1, 3, 0)
+
+
+async def test_an_old_status_message_that_refuses_edits_is_replaced(fake: FakeDiscord, tmp_path: Path) -> None:
+    queue = MemoryQueue(tmp_path, steps=25, tick=0.2)
+    too_old = {"code": 30046, "message": "Maximum number of edits to messages older than 1 hour reached."}
+    fake.fail("PATCH", r"/channels/\d+/messages/\d+", 429, too_old, headers={"Retry-After": "1"})
+    async with running_bot(fake, queue, make_config(tmp_path)):
+        await fake.slash("imagine", user_id=ALICE, prompt="fog")
+        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
+    statuses = [m for m in fake.channel_messages() if m["content"].startswith("**#1**")]
+    assert len(statuses) == 2  # the one Discord refused, and its replacement
+    assert "✅ done" in statuses[-1]["content"]
+
+
+async def reply_with(fake: FakeDiscord, sent: object, word: str) -> str:
+    found = await fake.wait_for(lambda: [t for t in fake.replies(sent) if word in t], 15.0, f"a reply with {word!r}")  # type: ignore[arg-type]
+    return found[0]
