@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import re
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ from PIL import Image
 
 from tests.bot.bot_process import BOT_TOKEN, BotProcess
 from tests.bot.fake_discord import FakeDiscord
+from tests.engine.mediafiles import make_video
 
 ALICE, BOB, CAROL = 111111111111111111, 222222222222222222, 333333333333333333
 
@@ -122,3 +124,19 @@ async def test_kill_9_then_sigterm_then_restart_delivers_once_and_old_buttons_wo
     assert "a red barn" in new_result["content"]
     assert len(fake.results(slow_id)) == 1  # delivered once
     assert len(fake.results(quick_id)) == 1
+
+
+async def test_animate_and_style_give_mp4_results(fake: FakeDiscord, bot: BotProcess, tmp_path: Path) -> None:
+    clip = await asyncio.to_thread(make_video, tmp_path / "clip.mp4", seconds=1.0, fps=10)
+    video = fake.add_file("my clip.mp4", await asyncio.to_thread(clip.read_bytes), "video/mp4")
+    animate = await fake.slash("animate", user_id=ALICE, prompt="a tunnel", frames=3, iterations_per_frame=5)
+    style = await fake.slash("style", user_id=BOB, video=video, prompt="oil painting", fps=3.0, iterations_per_frame=5)
+    ids = [job_id_in(await ack_of(fake, animate)), job_id_in(await ack_of(fake, style))]
+    for job_id, owner in zip(ids, (ALICE, BOB), strict=True):
+        result = (await fake.wait_for(lambda j=job_id: fake.results(j), 120.0, f"job {job_id}'s video"))[0]
+        attachment = result["attachments"][0]
+        assert attachment["filename"] == f"job-{job_id}.mp4"
+        assert fake.attachment_bytes(attachment)[4:8] == b"ftyp"
+        assert f"<@{owner}>" in result["content"]
+    buttons = [c["custom_id"] for row in fake.results(ids[0])[0]["components"] for c in row["components"]]
+    assert buttons == [f"v1:j:{ids[0]}:reroll"]
