@@ -22,7 +22,9 @@ ALICE, BOB, MOD = 111111111111111111, 222222222222222222, 333333333333333333
 
 
 def status_message(fake: FakeDiscord, job_id: int) -> dict[str, Any]:
-    return next(m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**"))
+    """The job's status message, or an empty one before it is posted."""
+    found = [m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**")]
+    return found[-1] if found else {"content": "", "id": "0", "components": []}
 
 
 def file_size(path: str) -> int:
@@ -313,3 +315,17 @@ async def test_an_old_status_message_that_refuses_edits_is_replaced(fake: FakeDi
 async def reply_with(fake: FakeDiscord, sent: object, word: str) -> str:
     found = await fake.wait_for(lambda: [t for t in fake.replies(sent) if word in t], 15.0, f"a reply with {word!r}")  # type: ignore[arg-type]
     return found[0]
+
+
+async def test_queued_positions_refresh_when_they_move(fake: FakeDiscord, tmp_path: Path) -> None:
+    queue = MemoryQueue(tmp_path)
+    queue.paused = True
+    async with running_bot(fake, queue, make_config(tmp_path, queue_refresh_seconds=0.5)):
+        for prompt in ("first", "second"):
+            await fake.slash("imagine", user_id=ALICE, prompt=prompt)
+        await fake.wait_for(lambda: "position 2" in status_message(fake, 2)["content"], 5.0, "job 2 at position 2")
+        cancel = await fake.slash("cancel", user_id=ALICE, job=1)
+        await reply_with(fake, cancel, "job")
+        await fake.wait_for(lambda: "position 1" in status_message(fake, 2)["content"], 5.0, "job 2 moving up")
+    edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(status_message(fake, 2)["id"])]
+    assert len(edits) == 1  # edited once, when its position changed
