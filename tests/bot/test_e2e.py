@@ -100,7 +100,7 @@ async def test_kill_9_then_sigterm_then_restart_delivers_once_and_old_buttons_wo
     quick_id = job_id_in(await ack_of(fake, quick))
     old_result = (await fake.wait_for(lambda: fake.results(quick_id), 60.0, "the first result"))[0]
 
-    slow = await fake.slash("imagine", user_id=BOB, prompt="a slow moon", iterations=200)
+    slow = await fake.slash("imagine", user_id=BOB, prompt="a slow moon", iterations=120)
     slow_id = job_id_in(await ack_of(fake, slow))
 
     def edits() -> list[object]:
