@@ -69,3 +69,9 @@ def test_python_m_bot_without_a_token_exits_with_one_line(tmp_path: Path) -> Non
     )
     assert done.returncode == 1
     assert done.stderr.strip() == "configuration error: DISCORD_TOKEN: Field required"
+
+
+def test_every_setting_is_documented_in_env_example() -> None:
+    text = (ROOT / ".env.example").read_text()
+    missing = [name.upper() for name in Settings.model_fields if f"{name.upper()}=" not in text]
+    assert missing == []
