@@ -5,13 +5,16 @@ The only bot module that imports the engine's renderer (and so torch).
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from bot.admission import AdmissionLimits
 from bot.app import BotConfig, VQBot, point_at
@@ -20,13 +23,15 @@ from bot.ports import Renderer
 from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
 from bot.settings import Settings, load_settings
+from engine.jobs import JobSpec
 
 log = logging.getLogger("bot")
 
 
-def bot_config(settings: Settings) -> BotConfig:
+def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
     """The plain values the Discord side needs."""
     return BotConfig(
+        force_sync=force_sync,
         data_dir=settings.bot_data_dir,
         guild_id=settings.bot_guild_id,
         models=(settings.engine_model,),
@@ -72,9 +77,7 @@ class Services:
         settings = self.settings
 
         def make_renderer(device: str) -> Renderer:
-            from engine.renderer import Renderer as EngineRenderer
-
-            return EngineRenderer(device, model_dir=settings.engine_model_dir)
+            return build_renderer(device, settings.engine_model, settings.engine_model_dir)
 
         self.runner = JobRunner(
             self.queue,
@@ -95,6 +98,21 @@ class Services:
             await self.queue.aclose()
 
 
+def build_renderer(device: str, model: str, model_dir: Path | None = None) -> Renderer:
+    """The engine's renderer for `device` with `model`'s VQGAN and CLIP already loaded (runs on the device thread).
+
+    Loading here, at start, means the first member's job does not pay for it.
+    """
+    from bot.cogs.generate import clip_for
+    from engine.renderer import Renderer as EngineRenderer
+
+    renderer = EngineRenderer(device, model_dir=model_dir)
+    started = time.monotonic()
+    renderer.models(JobSpec(vqgan_model=model, clip_model=clip_for(model)))
+    log.info("preloaded %s on %s in %.1f s", model, device, time.monotonic() - started)
+    return renderer
+
+
 def default_device() -> str:
     """The first GPU when there is one, else the CPU."""
     import torch
@@ -111,7 +129,7 @@ async def open_services(settings: Settings) -> AsyncIterator[Services]:
         await services.close()
 
 
-async def run(settings: Settings) -> None:
+async def run(settings: Settings, *, force_sync: bool = False) -> None:
     """Run the bot until SIGTERM/SIGINT, then drain the runner and close."""
     point_at(settings.discord_api_base, settings.discord_gateway_url)
     settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
@@ -125,7 +143,9 @@ async def run(settings: Settings) -> None:
         torch.set_num_threads(settings.engine_threads)
     async with open_services(settings) as services:
         queue = await services.open()
-        bot = VQBot(bot_config(settings), queue, on_setup=services.start, max_ratelimit_timeout=30.0)
+        bot = VQBot(
+            bot_config(settings, force_sync=force_sync), queue, on_setup=services.start, max_ratelimit_timeout=30.0
+        )
         async with bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             waiter = asyncio.create_task(stop.wait(), name="stop")
@@ -140,12 +160,21 @@ async def run(settings: Settings) -> None:
                 client.result()  # surfaces LoginFailure and the like
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bot", description="Run the Discord render bot.")
+    parser.add_argument(
+        "--sync", action="store_true", help="sync global slash commands even if they did not change since the last sync"
+    )
+    return parser.parse_args(argv)
+
+
 def main() -> None:
+    args = parse_args()
     settings = load_settings()
     token = settings.discord_token.get_secret_value()
     setup_logging(settings.bot_log_level, secrets=(token,), fmt=settings.bot_log_format)
     try:
-        asyncio.run(run(settings))
+        asyncio.run(run(settings, force_sync=args.sync))
     except Exception as e:
         import discord
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -43,6 +45,8 @@ class BotConfig:
     preview_seconds: float = 4.0
     channel_seconds: float = 1.0
     queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
+    force_sync: bool = False  # `python -m bot --sync`: sync global commands even when unchanged
+    result_retry_delays: tuple[float, ...] = (3.0, 10.0, 20.0, 30.0)  # a result post after 5xx/network errors
 
     @property
     def downloads_dir(self) -> Path:
@@ -145,17 +149,39 @@ class VQBot(commands.Bot):
         await self.add_cog(ManageCog(self))
         self.add_dynamic_items(views.JobButton)
         if self.config.guild_id:
-            guild = discord.Object(self.config.guild_id)
-            self.tree.copy_global_to(guild=guild)
-            synced = await self.tree.sync(guild=guild)
-            log.info("synced %d commands to guild %s", len(synced), self.config.guild_id)
-        else:
-            synced = await self.tree.sync()
-            log.info("synced %d global commands", len(synced))
+            self.tree.copy_global_to(guild=discord.Object(self.config.guild_id))
+        await self.sync_commands(force=self.config.force_sync)
         if self._on_setup is not None:
             await self._on_setup(self)
         self._recovery = asyncio.create_task(self._recover(), name="recovery")
         self._refresher = asyncio.create_task(self.publisher.refresh_queued(self.config.queue_refresh_seconds))
+
+    async def sync_commands(self, *, force: bool = False) -> str:
+        """Sync to the configured guild (always: instant, cheap), or globally when the commands changed or `force`.
+
+        Global commands change for every server and Discord limits how often they may be created, so
+        the hash of the last payload synced is kept in the data directory. Returns what was done.
+        """
+        if self.config.guild_id:
+            synced = await self.tree.sync(guild=discord.Object(self.config.guild_id))
+            log.info("synced %d commands to guild %s", len(synced), self.config.guild_id)
+            return f"Synced {len(synced)} commands to this server."
+        digest = self.commands_digest()
+        marker = self.config.data_dir / "commands.sha256"
+        stored = await asyncio.to_thread(_read_text, marker)
+        if stored == digest and not force:
+            log.info("global commands unchanged since the last sync; not syncing (`python -m bot --sync` forces it)")
+            return "Global commands are unchanged."
+        synced = await self.tree.sync()
+        await asyncio.to_thread(marker.write_text, digest)
+        log.info("synced %d global commands", len(synced))
+        return f"Synced {len(synced)} global commands (Discord may take a while to show changes)."
+
+    def commands_digest(self) -> str:
+        """SHA-256 of the global command payload, keyed by the application (another bot on this data dir syncs)."""
+        payload = sorted((c.to_dict(self.tree) for c in self.tree.get_commands()), key=lambda c: str(c["name"]))
+        text = json.dumps({"application": self.application_id, "commands": payload}, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     async def _recover(self) -> None:
         try:
@@ -183,6 +209,13 @@ class VQBot(commands.Bot):
                 task.cancel()
         await self.publisher.close()
         await super().close()
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return None
 
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:

@@ -89,6 +89,17 @@ class ManageCog(commands.Cog):
         done = "Cancelled" if record.finished else "Stopping"
         await interaction.response.send_message(f"{done} job **#{job_id}**.", ephemeral=True)
 
+    @app_commands.command(name="sync", description="Owner only: sync the bot's slash commands with Discord now")
+    @app_commands.default_permissions(administrator=True)
+    @app_commands.guild_only()
+    async def sync(self, interaction: discord.Interaction[VQBot]) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the owner look-up and the sync take time
+        if not await self.bot.is_owner(interaction.user):
+            raise UserError("only the bot's owner (the Discord application's owner) can sync commands")
+        log.info("command sync requested by owner %s", interaction.user.id)
+        done = await self.bot.sync_commands(force=True)
+        await interaction.edit_original_response(content=done)
+
     @app_commands.command(name="job", description="Show a job's state, parameters and result")
     @app_commands.describe(id="The job id")
     @app_commands.guild_only()
