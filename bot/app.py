@@ -18,7 +18,7 @@ from discord.ext import commands
 from bot import views
 from bot.errors import MissingPermissions, NotHere, UserError
 from bot.ports import QueueError, RenderQueue
-from bot.publisher import DiscordPublisher
+from bot.publisher import RETRY_DELAYS, DiscordPublisher
 from engine.errors import InvalidJob
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class BotConfig:
     channel_seconds: float = 1.0
     queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
     force_sync: bool = False  # `python -m bot --sync`: sync global commands even when unchanged
-    result_retry_delays: tuple[float, ...] = (3.0, 10.0, 20.0, 30.0)  # a result post after 5xx/network errors
+    result_retry_delays: tuple[float, ...] = RETRY_DELAYS  # a result post after 5xx/network errors
 
     @property
     def downloads_dir(self) -> Path:
@@ -132,7 +132,11 @@ class VQBot(commands.Bot):
         )
         self.config, self.queue = config, queue
         self.publisher = DiscordPublisher(
-            self, queue, preview_seconds=config.preview_seconds, channel_seconds=config.channel_seconds
+            self,
+            queue,
+            preview_seconds=config.preview_seconds,
+            channel_seconds=config.channel_seconds,
+            retry_delays=config.result_retry_delays,
         )
         self.button_actions: dict[str, ButtonAction] = {}
         self._on_setup = on_setup

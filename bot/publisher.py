@@ -17,6 +17,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import aiohttp
 import discord
 
 from bot import media, render, views
@@ -30,6 +31,22 @@ log = logging.getLogger(__name__)
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a guild without boosts
 HEADROOM = 0.95  # the multipart body carries the content and components too
 UNKNOWN_MESSAGE, TOO_MANY_OLD_EDITS, UNKNOWN_CHANNEL, ENTITY_TOO_LARGE = 10008, 30046, 10003, 40005
+MISSING_ACCESS, MISSING_PERMISSIONS, ARCHIVED_THREAD = 50001, 50013, 50083
+UNDELIVERABLE = render.UNDELIVERABLE  # /job says so
+RETRY_DELAYS = (3.0, 10.0, 20.0, 30.0)  # about a minute of retries while the bot runs, then the next start
+_NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class _NotPosted(Exception):
+    """Posting failed; the row stays undelivered and the next start posts it."""
+
+
+class _TryAgain(_NotPosted):
+    """Posting failed for a reason that may pass soon (Discord 5xx, a rate limit, the network): retry now."""
+
+
+class _ArchivedThread(Exception):
+    """The job's channel is an archived thread (50083)."""
 
 
 @dataclasses.dataclass(slots=True)
@@ -63,8 +80,10 @@ class DiscordPublisher:
         *,
         preview_seconds: float = 4.0,
         channel_seconds: float = 1.0,
+        retry_delays: tuple[float, ...] = RETRY_DELAYS,
     ) -> None:
         self._client, self._queue = client, queue
+        self._retry_delays = retry_delays
         self._preview_s, self._channel_s = preview_seconds, channel_seconds
         self._jobs: dict[int, JobRecord] = {}
         self._status_ids: dict[int, int] = {}
@@ -259,36 +278,96 @@ class DiscordPublisher:
     # ---- results ----------------------------------------------------------------------------------
 
     async def deliver(self, job: JobRecord) -> None:
-        """Post a finished job's result (or failure) as a new channel message mentioning the member."""
-        if job.result_message_id or job.id in self._delivering or job.owner.channel_id is None:
+        """Post a finished job's result (or failure) as a new channel message mentioning the member.
+
+        Discord trouble (5xx, network errors, rate limits) is retried in the background with backoff
+        (`retry_delays`); if it still fails the row stays "done, undelivered" and the next start posts it.
+        """
+        if job.result_message_id is not None or job.id in self._delivering or job.owner.channel_id is None:
             return
         self._delivering.add(job.id)
+        settled = False
+        try:
+            settled = await self._try_deliver(job)
+        finally:
+            if settled or not self._retry_delays:
+                self._delivering.discard(job.id)
+        if not settled and self._retry_delays:
+            self._spawn(self._retry_delivery(job))
+
+    async def _try_deliver(self, job: JobRecord) -> bool:
+        """One attempt: True when settled (posted, undeliverable, or left for the next start), False to retry soon."""
         try:
             message_id = await self._post_result(job)
+        except _TryAgain as e:
+            log.warning("job %s: result not posted (%s)", job.id, e)
+            return False
+        except _NotPosted as e:
+            log.warning("job %s: result not posted (%s); posted again at the next start", job.id, e)
+            return True
+        await self._queue.mark_delivered(job.id, message_id)
+        self._forget(job.id)
+        return True
+
+    async def _retry_delivery(self, job: JobRecord) -> None:
+        try:
+            for attempt, delay in enumerate(self._retry_delays, start=2):
+                await asyncio.sleep(delay)
+                with contextlib.suppress(LookupError):
+                    job = await self._queue.get(job.id)
+                if job.result_message_id is not None:  # delivered meanwhile (never post twice)
+                    return
+                log.info("job %s: posting the result, attempt %d", job.id, attempt)
+                if await self._try_deliver(job):
+                    return
+            log.warning("job %s: result still not posted; it stays undelivered and is posted at the next start", job.id)
         finally:
             self._delivering.discard(job.id)
-        if message_id is not None:
-            await self._queue.mark_delivered(job.id, message_id)
-            self._forget(job.id)
 
-    async def _post_result(self, job: JobRecord) -> int | None:
+    async def _post_result(self, job: JobRecord) -> int:
+        """The posted message's id, or UNDELIVERABLE; raises _TryAgain on Discord trouble."""
+        channel_id = job.owner.channel_id
+        assert channel_id is not None
+        try:
+            return await self._post_result_in(job, self._channel(job), note=None)
+        except _ArchivedThread:
+            parent = await self._parent_of(channel_id)
+            if parent is None:
+                log.error(
+                    "job %s: thread %s is archived and has no parent to post in; result kept on disk",
+                    job.id,
+                    channel_id,
+                )
+                return UNDELIVERABLE
+        log.info(
+            "job %s: thread %s is archived; posting the result in its parent channel %s", job.id, channel_id, parent
+        )
+        note = f"(Posted here because the thread <#{channel_id}> is archived.)"
+        channel = self._client.get_partial_messageable(parent, guild_id=job.owner.guild_id)
+        try:
+            return await self._post_result_in(job, channel, note=note)
+        except _ArchivedThread:
+            return UNDELIVERABLE
+
+    async def _post_result_in(self, job: JobRecord, channel: discord.PartialMessageable, *, note: str | None) -> int:
         mention = discord.AllowedMentions(users=[discord.Object(job.owner.user_id)])
-        channel = self._channel(job)
         nonce = f"r{job.id}"  # Discord drops a repeat after a crash between posting and marking
+
+        def text(body: str) -> str:
+            return render.truncate(f"{body}\n{note}", render.CONTENT_LIMIT) if note else body
+
         if job.state is JobStatus.FAILED or not job.result_paths:
             if job.state is JobStatus.CANCELLED:
-                return self._status_ids.get(job.id) or 0  # nothing to post; the status message says it
+                return self._status_ids.get(job.id) or UNDELIVERABLE  # nothing to post; the status message says it
             return await self._send(
-                job, channel, content=render.failure_text(job), allowed_mentions=mention, nonce=nonce
+                job, channel, content=text(render.failure_text(job)), allowed_mentions=mention, nonce=nonce
             )
         path = Path(job.result_paths[0])
         if not await asyncio.to_thread(path.exists):
             log.error("job %s: result file %s is missing", job.id, path)
+            missing = dataclasses.replace(job, error="the result file is missing")
             return await self._send(
-                job,
-                channel,
-                content=render.failure_text(dataclasses.replace(job, error="the result file is missing")),
-                allowed_mentions=mention,
+                job, channel, content=text(render.failure_text(missing)), allowed_mentions=mention, nonce=nonce
             )
         limit = int(self._upload_limit(job) * HEADROOM)
         for _attempt in range(3):  # as it is, then at most twice smaller after a 413
@@ -303,49 +382,69 @@ class DiscordPublisher:
                 filename=f"job-{job.id}{upload.suffix}",
                 description=render.truncate(job.spec.text_prompts, 1000),
             )
-            content = render.result_text(job, fitted_from=full_size if fitted else None)
+            kwargs: dict[str, object] = {
+                "content": text(render.result_text(job, fitted_from=full_size if fitted else None)),
+                "file": file,
+                "allowed_mentions": mention,
+                "nonce": nonce,
+            }
             view = views.result_view(job)
+            if view is not None:
+                kwargs["view"] = view
             try:
-                kwargs: dict[str, object] = {
-                    "content": content,
-                    "file": file,
-                    "allowed_mentions": mention,
-                    "nonce": nonce,
-                }
-                if view is not None:
-                    kwargs["view"] = view
                 message = await channel.send(**kwargs)  # type: ignore[arg-type]
-                log.info(
-                    "job %s: result posted (%s bytes%s)",
-                    job.id,
-                    size,
-                    ", re-encoded" if fitted else "",
-                )
-                return message.id
             except discord.HTTPException as e:
                 if e.status == 413 or e.code == ENTITY_TOO_LARGE:
                     log.warning("job %s: upload of %s bytes refused (413); shrinking", job.id, size)
                     limit = min(limit, size) // 2  # Discord's real limit is below what we were told
                     continue
-                return await self._send_failed(job, e)
-        note = render.result_text(job) + "\nThe file is too large to upload here; it is kept on the bot's disk."
-        return await self._send(job, channel, content=note, allowed_mentions=mention, nonce=nonce)
+                return self._send_failed(job, e)
+            except _NETWORK_ERRORS as e:
+                raise _TryAgain(f"network error: {e!r}") from e
+            finally:
+                file.close()
+            log.info("job %s: result posted (%s bytes%s)", job.id, size, ", re-encoded" if fitted else "")
+            return message.id
+        body = render.result_text(job) + "\nThe file is too large to upload here; it is kept on the bot's disk."
+        return await self._send(job, channel, content=text(body), allowed_mentions=mention, nonce=nonce)
 
-    async def _send(self, job: JobRecord, channel: discord.PartialMessageable, **kwargs: object) -> int | None:
+    async def _send(self, job: JobRecord, channel: discord.PartialMessageable, **kwargs: object) -> int:
         try:
             message = await channel.send(**kwargs)  # type: ignore[arg-type]
         except discord.HTTPException as e:
-            return await self._send_failed(job, e)
+            return self._send_failed(job, e)
+        except _NETWORK_ERRORS as e:
+            raise _TryAgain(f"network error: {e!r}") from e
         return message.id
 
-    async def _send_failed(self, job: JobRecord, e: discord.HTTPException) -> int | None:
-        if e.code in (UNKNOWN_CHANNEL, 50001, 50013):
+    def _send_failed(self, job: JobRecord, e: discord.HTTPException) -> int:
+        """UNDELIVERABLE for a channel the bot cannot use; otherwise raise _TryAgain or _ArchivedThread."""
+        if e.code == ARCHIVED_THREAD:
+            raise _ArchivedThread
+        if e.code in (UNKNOWN_CHANNEL, MISSING_ACCESS, MISSING_PERMISSIONS):
             log.error(
-                "job %s: cannot post in channel %s (code %s); result kept on disk", job.id, job.owner.channel_id, e.code
+                "job %s: cannot post in channel %s (code %s); undeliverable, result kept on disk",
+                job.id,
+                job.owner.channel_id,
+                e.code,
             )
-            return 0  # undeliverable: stop retrying; /job still shows it
-        log.warning("job %s: result not posted (HTTP %s, code %s); retried at the next start", job.id, e.status, e.code)
-        return None
+            return UNDELIVERABLE
+        if isinstance(e, discord.RateLimited | discord.DiscordServerError) or e.status == 429 or e.status >= 500:
+            raise _TryAgain(f"HTTP {e.status}")
+        # Another 4xx is our bug (logged): retrying now would fail the same way; the next start tries again.
+        log.error("job %s: result refused by Discord (HTTP %s, code %s): %s", job.id, e.status, e.code, e.text)
+        raise _NotPosted(f"HTTP {e.status}, code {e.code}")
+
+    async def _parent_of(self, channel_id: int) -> int | None:
+        """The parent channel of a thread, or None (not a thread, or not visible)."""
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except (discord.HTTPException, discord.InvalidData, *_NETWORK_ERRORS) as e:
+                log.warning("channel %s could not be looked up: %r", channel_id, e)
+                return None
+        return channel.parent_id if isinstance(channel, discord.Thread) else None
 
     def _upload_limit(self, job: JobRecord) -> int:
         limit = job.upload_limit

@@ -11,6 +11,7 @@ from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord
 
 CONTENT_LIMIT = 2000
+UNDELIVERABLE = 0  # result_message_id of a result that cannot be posted (channel gone, no access)
 PROMPT_ECHO_LIMIT = 300  # echoed prompts are cut here; the full prompt is in the database and /job
 
 KIND_NAMES = {
@@ -167,6 +168,8 @@ def job_text(
         lines.append(f"Error: {truncate(job.error, 300)}")
     if job.result_paths:
         lines.append(f"Result: {len(job.result_paths)} file(s)" + (" (partial)" if job.partial else ""))
+    if job.finished and job.result_message_id == UNDELIVERABLE and job.result_paths:
+        lines.append("The result could not be posted in its channel (gone, or no access); the file is kept on disk.")
     if full_size is not None:
         lines.append(
             f"The posted file was re-encoded to fit; the full-size file ({human_bytes(full_size)}) is kept on disk."

@@ -74,6 +74,8 @@ class FakeDiscord:
         self.guild_id = 900000000000000010
         self.channel_id = 900000000000000020
         self.other_channel_id = 900000000000000021
+        self.thread_id = 900000000000000022  # a thread in the first channel
+        self.archived: set[int] = set()  # channels (threads) that refuse new messages with 50083
         self.moderator_role_id = 900000000000000030
         self.owner_id = 900000000000000040
         self.requests: list[Request] = []
@@ -145,6 +147,10 @@ class FakeDiscord:
             headers["Via"] = "1.1 google"
         body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
         self.fail(method, pattern, 429, body, headers=headers, times=times)
+
+    def clear_faults(self) -> None:
+        """Answer normally from now on."""
+        self._faults.clear()
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -446,6 +452,8 @@ class FakeDiscord:
             return self._callback(int(m.group(1)), payload, files)
         if m := re.fullmatch(r"/webhooks/\d+/([^/]+)(?:/messages/(@original|\d+))?", p):
             return self._webhook(method, m.group(1), m.group(2), payload, files)
+        if method == "GET" and (m := re.fullmatch(r"/channels/(\d+)", p)):
+            return self._get_channel(int(m.group(1)))
         if m := re.fullmatch(r"/channels/(\d+)/messages(?:/(\d+))?", p):
             return self._channel(method, int(m.group(1)), int(m.group(2)) if m.group(2) else None, payload, files)
         return 404, {"code": 0, "message": f"404: Not Found ({method} {p})"}
@@ -485,6 +493,17 @@ class FakeDiscord:
             message["attachments"] = kept + new
         message["edits"] = message.get("edits", 0) + 1
         message["edited_timestamp"] = payloads.now_iso()
+
+    def _get_channel(self, channel_id: int) -> tuple[int, Any]:
+        if channel_id == self.thread_id:
+            thread = payloads.thread(
+                self.thread_id, self.guild_id, self.channel_id, self.bot_id, archived=channel_id in self.archived
+            )
+            return 200, thread
+        names = {self.channel_id: "renders", self.other_channel_id: "general"}
+        if channel_id in names:
+            return 200, payloads.text_channel(channel_id, self.guild_id, names[channel_id])
+        return 404, {"code": 10003, "message": "Unknown Channel"}
 
     def _public(self, message: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in message.items() if k not in ("edits", "allowed_mentions")}
@@ -532,8 +551,10 @@ class FakeDiscord:
     def _channel(
         self, method: str, channel_id: int, message_id: int | None, payload: Any, files: list[tuple[str, bytes]]
     ) -> tuple[int, Any]:
-        if channel_id not in (self.channel_id, self.other_channel_id):
+        if channel_id not in (self.channel_id, self.other_channel_id, self.thread_id):
             return 404, {"code": 10003, "message": "Unknown Channel"}
+        if channel_id in self.archived and method in ("POST", "PATCH"):
+            return 400, {"code": 50083, "message": "Thread is archived"}
         if message_id is None and method == "POST":
             nonce = (payload or {}).get("nonce")
             if nonce and (payload or {}).get("enforce_nonce"):

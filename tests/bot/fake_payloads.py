@@ -55,6 +55,29 @@ def text_channel(channel_id: int, guild_id: int, name: str, position: int = 0) -
     }
 
 
+def thread(thread_id: int, guild_id: int, parent_id: int, owner_id: int, *, archived: bool) -> dict[str, Any]:
+    """A public thread (type 11) under a text channel."""
+    return {
+        "id": str(thread_id),
+        "type": 11,
+        "guild_id": str(guild_id),
+        "parent_id": str(parent_id),
+        "owner_id": str(owner_id),
+        "name": "renders thread",
+        "last_message_id": None,
+        "rate_limit_per_user": 0,
+        "message_count": 1,
+        "member_count": 1,
+        "flags": 0,
+        "thread_metadata": {
+            "archived": archived,
+            "auto_archive_duration": 1440,
+            "archive_timestamp": JOINED,
+            "locked": False,
+        },
+    }
+
+
 def interaction(
     *,
     interaction_id: int,

@@ -1,0 +1,105 @@
+"""Result delivery when Discord misbehaves: 5xx retried with backoff, then left for the next start; channels
+that are gone or refuse the bot marked undeliverable; an archived thread's result posted in its parent."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from bot.ports import JobNotFound
+from tests.bot.conftest import Harness, make_config, running_bot
+from tests.bot.fake_discord import FakeDiscord, Request
+from tests.bot.test_inprocess import ALICE, BOB, file_size, status_message
+
+CHANNEL_POSTS = r"/channels/\d+/messages$"
+SERVER_ERROR = {"code": 0, "message": "503: Service Unavailable"}
+
+
+def result_posts(fake: FakeDiscord, channel_id: int | None = None) -> list[Request]:
+    """POSTs of a job's result file (status messages carry no file)."""
+    cid = channel_id or fake.channel_id
+    return [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"/channels/{cid}/messages") and r.files]
+
+
+async def until(check: Callable[[], Awaitable[bool]], within: float = 20.0, what: str = "condition") -> None:
+    for _ in range(int(within / 0.05)):
+        if await check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_a_result_post_that_meets_5xx_is_retried_and_posted_once(fake: FakeDiscord, tmp_path: Path) -> None:
+    config = make_config(tmp_path, result_retry_delays=(0.2, 0.2, 0.2))
+    async with running_bot(fake, config, step_s=0.1) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a harbour", iterations=15)
+        await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0", 10.0, "the status message")
+        fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=2)
+        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        await asyncio.sleep(0.5)  # a stray retry would show by now
+        job = await h.job(1)
+    assert [r.status for r in result_posts(fake)] == [503, 503, 200]
+    assert len(fake.results(1)) == 1
+    assert job.result_message_id == int(result["id"])
+
+
+async def test_a_result_that_keeps_failing_stays_undelivered_and_is_posted_at_the_next_start(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path, result_retry_delays=(0.1, 0.1))
+    async with running_bot(fake, config, step_s=0.05) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a harbour", iterations=10)
+        await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0", 10.0, "the status message")
+        fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=100)
+        await fake.wait_for(lambda: len(result_posts(fake)) == 3, 20.0, "three tries")
+        await asyncio.sleep(0.5)
+        assert len(result_posts(fake)) == 3  # bounded: no fourth try while this bot runs
+        assert (await h.job(1)).result_message_id is None  # done, undelivered
+    fake.clear_faults()
+    async with running_bot(fake, config, run_jobs=False) as h:
+        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result after the restart"))[0]
+        await until(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
+        assert (await h.job(1)).result_message_id == int(result["id"])
+    assert len(fake.results(1)) == 1
+
+
+async def _delivered(h: Harness, job_id: int) -> bool:
+    """Posted, or marked undeliverable (0)."""
+    with contextlib.suppress(JobNotFound):
+        return (await h.job(job_id)).result_message_id is not None
+    return False
+
+
+async def test_a_result_for_a_channel_that_is_gone_is_marked_undeliverable_and_job_says_so(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    gone = 900000000000000099  # the fake answers 10003 Unknown Channel
+    async with running_bot(fake, make_config(tmp_path, result_retry_delays=(0.1, 0.1))) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a harbour", channel_id=gone)
+        await until(lambda: _delivered(h, 1), 20.0, "the job settled")
+        await asyncio.sleep(0.5)
+        job = await h.job(1)
+        shown = await fake.slash("job", user_id=BOB, id=1)
+        reply = (await fake.wait_for(lambda: fake.replies(shown), 10.0, "/job's reply"))[0]
+    assert job.state == "done"
+    assert job.result_message_id == 0
+    assert file_size(job.result_paths[0]) > 0  # the file is kept
+    posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"/channels/{gone}/messages")]
+    assert len(posts) == 2  # the status message and one try at the result: never retried
+    assert "could not be posted" in reply
+
+
+async def test_a_result_for_an_archived_thread_is_posted_in_its_parent_channel(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    fake.archived.add(fake.thread_id)
+    async with running_bot(fake, make_config(tmp_path)) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a harbour", channel_id=fake.thread_id)
+        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result in the parent"))[0]
+        await until(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
+    assert f"<#{fake.thread_id}> is archived" in result["content"]
+    assert f"<@{ALICE}>" in result["content"]
+    refused = [r for r in result_posts(fake, fake.thread_id)]
+    assert [r.status for r in refused] == [400]
