@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -148,6 +149,7 @@ class VQBot(commands.Bot):
         from bot.cogs.manage import ManageCog
 
         self.config.downloads_dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_clear_downloads, self.config.downloads_dir)
         self.queue.subscribe(self.publisher)
         await self.add_cog(GenerateCog(self))
         await self.add_cog(ManageCog(self))
@@ -213,6 +215,16 @@ class VQBot(commands.Bot):
                 task.cancel()
         await self.publisher.close()
         await super().close()
+
+
+def _clear_downloads(folder: Path, older_than_s: float = 15 * 60) -> None:
+    # Downloads left by a crash mid-command: accepted jobs have their own copies under inputs/. Only old
+    # ones: another bot process on this data directory may be downloading now (its token dies at 15 min).
+    cutoff = time.time() - older_than_s
+    for leftover in folder.iterdir():
+        if leftover.is_file() and leftover.stat().st_mtime < cutoff:
+            log.info("removing a download left from before the start: %s", leftover.name)
+            leftover.unlink(missing_ok=True)
 
 
 def _read_text(path: Path) -> str | None:

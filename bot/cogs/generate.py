@@ -108,16 +108,20 @@ class GenerateCog(commands.Cog):
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
         inputs: dict[str, Path] = {}
-        if init_image is not None:
-            inputs["init_image"] = await attachments.fetch_image(
-                init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
-            )
-            spec = dataclasses.replace(spec, init_image=str(inputs["init_image"]))
-        if image_prompt is not None:
-            inputs["image_prompts"] = await attachments.fetch_image(
-                image_prompt, self.config.downloads_dir, f"{interaction.id}-prompt", self._limits()
-            )
-            spec = dataclasses.replace(spec, image_prompts=escape_path(inputs["image_prompts"]))
+        try:
+            if init_image is not None:
+                inputs["init_image"] = await attachments.fetch_image(
+                    init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
+                )
+                spec = dataclasses.replace(spec, init_image=str(inputs["init_image"]))
+            if image_prompt is not None:
+                inputs["image_prompts"] = await attachments.fetch_image(
+                    image_prompt, self.config.downloads_dir, f"{interaction.id}-prompt", self._limits()
+                )
+                spec = dataclasses.replace(spec, image_prompts=escape_path(inputs["image_prompts"]))
+        except BaseException:  # the second attachment was refused: the first one's download goes too
+            await self._discard(inputs)
+            raise
         await self._submit_deferred(interaction, spec, inputs)
 
     @app_commands.command(name="animate", description="Render a zoom/pan animation from a prompt")
@@ -340,8 +344,12 @@ class GenerateCog(commands.Cog):
         try:
             entry = await self._submit(interaction, spec, inputs)
         finally:  # the queue keeps its own copy of a job's inputs
-            for path in inputs.values():
-                if path.parent == self.config.downloads_dir:
-                    await asyncio.to_thread(path.unlink, missing_ok=True)
+            await self._discard(inputs)
         await interaction.edit_original_response(content=render.ack_text(entry, time.time()))
         await self.bot.publisher.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
+
+    async def _discard(self, inputs: dict[str, Path]) -> None:
+        """Delete the downloads among `inputs` (never a finished job's result a button started from)."""
+        for path in inputs.values():
+            if path.parent == self.config.downloads_dir:
+                await asyncio.to_thread(path.unlink, missing_ok=True)
