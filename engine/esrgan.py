@@ -26,7 +26,7 @@ from spandrel import ImageModelDescriptor, ModelLoader, UnsupportedModelError
 from engine.download import fetch, model_cache_dir, verify_cached
 from engine.errors import InvalidJob, ModelLoadError, OutOfMemory
 from engine.registry import DEFAULT_REAL_ESRGAN, REAL_ESRGAN_MODELS
-from engine.tiny import TINY, TINY_UPSCALER_SCALE, build_tiny_upscaler_state
+from engine.tiny import TINY, TINY_UPSCALER_SCALE, _seed_lock, build_tiny_upscaler_state
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,8 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -
     if Path(path).suffix.lower() not in _WEIGHT_SUFFIXES:
         raise ModelLoadError(f"{name}: upscaler weights must be a .pth or .safetensors file")
     try:
-        descriptor = ModelLoader(device=torch.device(device)).load_from_file(path)
+        with _seed_lock, torch.random.fork_rng(devices=[]):  # spandrel's throwaway random init: not our RNG
+            descriptor = ModelLoader(device=torch.device(device)).load_from_file(path)
     except pickle.UnpicklingError as exc:
         # spandrel's allow-list unpickler refused a global (e.g. `posix.system`): nothing was run
         raise ModelLoadError(f"{name}: refusing an unsafe weight file ({exc})") from None
@@ -142,8 +143,11 @@ def _load_cached(path: str, mtime_ns: int, size: int, device: str, half: bool) -
 
 @functools.lru_cache(maxsize=2)
 def _load_tiny(device: str, half: bool) -> Upscaler:
-    # through spandrel's state-dict detection, exactly as a file's weights go
-    descriptor = ModelLoader(device=torch.device(device)).load_from_state_dict(build_tiny_upscaler_state())
+    state = build_tiny_upscaler_state()
+    # through spandrel's state-dict detection, exactly as a file's weights go; its random init (overwritten
+    # by the state) must not draw from the caller's global RNG
+    with _seed_lock, torch.random.fork_rng(devices=[]):
+        descriptor = ModelLoader(device=torch.device(device)).load_from_state_dict(state)
     assert isinstance(descriptor, ImageModelDescriptor)
     descriptor.eval()
     if half:
