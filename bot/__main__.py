@@ -9,12 +9,16 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import sys
 from collections.abc import AsyncIterator
-from typing import Any
 
+from bot.admission import AdmissionLimits
 from bot.app import BotConfig, VQBot, point_at
 from bot.logs import setup_logging
+from bot.ports import Renderer
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
 from bot.settings import Settings, load_settings
 
 log = logging.getLogger("bot")
@@ -43,24 +47,43 @@ def bot_config(settings: Settings) -> BotConfig:
 
 
 class Services:
-    """The queue and the runner (which owns the renderers); started in setup_hook, drained on SIGTERM."""
+    """The queue and the runner (which owns the renderers); the runner starts in setup_hook, drains on SIGTERM."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.queue: Any = None
-        self.runner: Any = None
+        self.devices = settings.engine_device or (default_device(),)
+        self.queue: JobQueue | None = None
+        self.runner: JobRunner | None = None
 
-    async def open(self) -> None:
-        from bot.queue import JobQueue, QueueConfig  # type: ignore[import-not-found]
-
-        devices = self.settings.engine_device or (default_device(),)
-        config = QueueConfig(devices=devices, max_queued_per_member=self.settings.bot_max_queued_per_member)
+    async def open(self) -> JobQueue:
+        limits = AdmissionLimits(
+            max_side=self.settings.bot_max_size,
+            max_iterations=self.settings.bot_max_iterations,
+            max_frames=self.settings.bot_max_frames,
+        )
+        config = QueueConfig(
+            devices=self.devices, max_queued_per_member=self.settings.bot_max_queued_per_member, admission=limits
+        )
         self.queue = await JobQueue.open(self.settings.bot_data_dir, config)
+        return self.queue
 
     async def start(self, bot: VQBot) -> None:
-        from bot.runner import JobRunner  # type: ignore[import-not-found]
+        assert self.queue is not None
+        settings = self.settings
 
-        self.runner = JobRunner(self.queue, make_renderer, devices=self.settings.engine_device or (default_device(),))
+        def make_renderer(device: str) -> Renderer:
+            from engine.renderer import Renderer as EngineRenderer
+
+            return EngineRenderer(device, model_dir=settings.engine_model_dir)
+
+        self.runner = JobRunner(
+            self.queue,
+            make_renderer,
+            self.devices,
+            settings.bot_data_dir,
+            worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",
+            preview_interval_s=settings.bot_preview_seconds,
+        )
         await self.runner.start()
 
     async def drain(self) -> None:
@@ -73,22 +96,16 @@ class Services:
 
 
 def default_device() -> str:
+    """The first GPU when there is one, else the CPU."""
     import torch
 
     return "cuda:0" if torch.cuda.is_available() else "cpu"
-
-
-def make_renderer(device: str) -> Any:
-    from engine.renderer import Renderer  # type: ignore[import-not-found]
-
-    return Renderer(device=device)
 
 
 @contextlib.asynccontextmanager
 async def open_services(settings: Settings) -> AsyncIterator[Services]:
     services = Services(settings)
     try:
-        await services.open()
         yield services
     finally:
         await services.close()
@@ -102,19 +119,25 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    if settings.engine_threads:
+        import torch
+
+        torch.set_num_threads(settings.engine_threads)
     async with open_services(settings) as services:
-        bot = VQBot(bot_config(settings), services.queue, on_setup=services.start, max_ratelimit_timeout=30.0)
+        queue = await services.open()
+        bot = VQBot(bot_config(settings), queue, on_setup=services.start, max_ratelimit_timeout=30.0)
         async with bot:
-            runner = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
+            client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             waiter = asyncio.create_task(stop.wait(), name="stop")
-            await asyncio.wait({runner, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({client, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             log.info("shutting down: draining the runner")
-            await services.drain()
+            await services.drain()  # running jobs checkpoint and go back to the queue
+            await queue.flush_events(limit_s=5.0)  # status edits and results already under way
             await bot.close()
         with contextlib.suppress(asyncio.CancelledError):
-            if runner.done():
-                runner.result()  # surfaces LoginFailure and the like
+            if client.done():
+                client.result()  # surfaces LoginFailure and the like
 
 
 def main() -> None:

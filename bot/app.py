@@ -42,6 +42,7 @@ class BotConfig:
     allowed_channels: tuple[int, ...] = ()
     preview_seconds: float = 4.0
     channel_seconds: float = 1.0
+    queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
 
     @property
     def downloads_dir(self) -> Path:
@@ -132,6 +133,7 @@ class VQBot(commands.Bot):
         self.button_actions: dict[str, ButtonAction] = {}
         self._on_setup = on_setup
         self._recovery: asyncio.Task[None] | None = None
+        self._refresher: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         from bot.cogs.generate import GenerateCog
@@ -153,6 +155,7 @@ class VQBot(commands.Bot):
         if self._on_setup is not None:
             await self._on_setup(self)
         self._recovery = asyncio.create_task(self._recover(), name="recovery")
+        self._refresher = asyncio.create_task(self.publisher.refresh_queued(self.config.queue_refresh_seconds))
 
     async def _recover(self) -> None:
         try:
@@ -175,8 +178,9 @@ class VQBot(commands.Bot):
             await reply_error(interaction, e)
 
     async def close(self) -> None:
-        if self._recovery is not None:
-            self._recovery.cancel()
+        for task in (self._recovery, self._refresher):
+            if task is not None:
+                task.cancel()
         await self.publisher.close()
         await super().close()
 

@@ -68,6 +68,7 @@ class DiscordPublisher:
         self._preview_s, self._channel_s = preview_seconds, channel_seconds
         self._jobs: dict[int, JobRecord] = {}
         self._status_ids: dict[int, int] = {}
+        self._positions: dict[int, int] = {}  # the queue position each queued job's status message shows
         self._slots: dict[int, _Slot] = {}
         self._wake: dict[int, asyncio.Event] = {}
         self._pacers: dict[int, asyncio.Task[None]] = {}
@@ -122,6 +123,8 @@ class DiscordPublisher:
             log.warning("job %s: status message not posted (HTTP %s, code %s)", job.id, e.status, e.code)
             return
         self._status_ids[job.id] = message.id
+        if position is not None:
+            self._positions[job.id] = position
         await self._queue.set_status_message(job.id, message.id)
         # A short job can finish before its status message exists; show the final state at once.
         with contextlib.suppress(LookupError):
@@ -198,7 +201,7 @@ class DiscordPublisher:
             return
         lock = self._locks.setdefault(job.id, asyncio.Lock())
         async with lock:
-            if not final and job.id not in self._slots:
+            if slot is not None and job.id not in self._slots:
                 return  # finished meanwhile; the final edit wins
             kwargs: dict[str, object] = {"content": text, "view": None if final else views.status_view(job.id)}
             if files:
@@ -231,6 +234,27 @@ class DiscordPublisher:
                 await self._queue.set_status_message(job.id, None)
         else:
             log.warning("job %s: status edit failed (HTTP %s, code %s)", job.id, e.status, e.code)
+
+    async def refresh_queued(self, every_s: float = 45.0) -> None:
+        """Keep queued jobs' positions current, editing a status message only when its position moved."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                entries = await self._queue.snapshot()
+            except Exception:
+                log.exception("queue snapshot for position refresh failed")
+                continue
+            for entry in entries:
+                job = entry.job
+                if job.state is not JobStatus.QUEUED or job.id in self._slots or job.owner.channel_id is None:
+                    continue
+                self._remember(job)
+                if self._positions.get(job.id) == entry.position:
+                    continue
+                self._positions[job.id] = entry.position
+                text = render.status_text(job, position=entry.position, eta_done_s=entry.eta_done_s, now=time.time())
+                await self._edit_status(job, text)
+                await asyncio.sleep(self._channel_s)
 
     # ---- results ----------------------------------------------------------------------------------
 
@@ -367,6 +391,7 @@ class DiscordPublisher:
     def _forget(self, job_id: int) -> None:
         self._jobs.pop(job_id, None)
         self._status_ids.pop(job_id, None)
+        self._positions.pop(job_id, None)
         self._locks.pop(job_id, None)
 
     def _spawn(self, coro: object) -> None:

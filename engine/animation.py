@@ -9,10 +9,16 @@ with a fresh optimizer. Series phrases move on AFTER each listed frame.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from PIL import Image, ImageChops
 
 from engine import images, video_spec
+from engine.errors import InvalidJob
 from engine.frame_loop import FrameLoop
+
+Move = tuple[float, int, int]  # zoom, shift_x, shift_y from one frame to the next
 
 
 def zoom_and_shift(img: Image.Image, zoom: float, shift_x: int, shift_y: int) -> Image.Image:
@@ -30,7 +36,17 @@ def zoom_and_shift(img: Image.Image, zoom: float, shift_x: int, shift_y: int) ->
 
 
 class AnimationLoop(FrameLoop):
-    """A zoom/pan animation of `spec.frames` frames."""
+    """A zoom/pan animation of `spec.frames` frames; `moves[k-2]` (optional) is the move into frame k."""
+
+    def __init__(self, *args: Any, moves: Sequence[Move] | None = None, **kwargs: Any) -> None:
+        self.moves = list(moves) if moves is not None else None
+        super().__init__(*args, **kwargs)
+
+    def move_into(self, frame: int) -> Move:
+        """The zoom and shift that make frame `frame` (≥ 2) from the one before."""
+        if self.moves is not None:
+            return self.moves[frame - 2]
+        return self.spec.zoom, self.spec.shift_x, self.spec.shift_y
 
     def canvas(self) -> tuple[int, int]:
         if not self.spec.init_image:
@@ -39,12 +55,17 @@ class AnimationLoop(FrameLoop):
         return images.aspect_size(self.spec.width, self.spec.height, init.width / init.height)
 
     def check_canvas(self) -> None:
-        video_spec.check_shift("shift_x", self.spec.shift_x, self.width)
-        video_spec.check_shift("shift_y", self.spec.shift_y, self.height)
+        if self.moves is not None and len(self.moves) != self.frames - 1:
+            raise InvalidJob(f"{self.frames} frames need {self.frames - 1} moves, got {len(self.moves)}")
+        for frame in range(2, self.frames + 1):
+            zoom, shift_x, shift_y = self.move_into(frame)
+            video_spec.check_zoom(zoom)
+            video_spec.check_shift("shift_x", shift_x, self.width)
+            video_spec.check_shift("shift_y", shift_y, self.height)
 
-    @property
-    def moves(self) -> bool:
-        return self.spec.zoom != 1.0 or self.spec.shift_x != 0 or self.spec.shift_y != 0
+    def frame_text(self, frame: int) -> dict[str, Any]:
+        zoom, shift_x, shift_y = self.move_into(frame) if frame > 1 else (1.0, 0, 0)
+        return {"zoom_scale": zoom, "shift_x": shift_x, "shift_y": shift_y}
 
     def setup_frame(self, frame: int) -> None:
         state, spec = self.state, self.spec
@@ -56,5 +77,7 @@ class AnimationLoop(FrameLoop):
             else:
                 state.set_z_random()
         self.use_phrase(frame)
-        if frame > 1 and self.moves:
-            state.set_z_from_image(zoom_and_shift(self.current_image(), spec.zoom, spec.shift_x, spec.shift_y))
+        if frame > 1:
+            zoom, shift_x, shift_y = self.move_into(frame)
+            if zoom != 1.0 or shift_x or shift_y:  # else z and the optimizer simply carry on
+                state.set_z_from_image(zoom_and_shift(self.current_image(), zoom, shift_x, shift_y))

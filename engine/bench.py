@@ -42,22 +42,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def build_models(vqgan_name: str, clip_name: str, device: Any) -> tuple[Any, Any, str]:
-    """The two architectures with random weights (eval, frozen, on `device`) and where they came from."""
-    import torch
+def build_models(vqgan_name: str, clip_name: str, device: Any) -> tuple[Any, Any]:
+    """The two real architectures (or tiny) with fixed random weights, eval and frozen, on `device`."""
+    from engine import fast, models
+    from engine.clip_import import tokenizer
 
-    from engine import models, tiny
-
-    if vqgan_name == tiny.TINY and clip_name == tiny.TINY:
-        return tiny.build_tiny_vqgan().to(device), tiny.build_tiny_clip().to(device), "tiny preset"
-    build_vqgan = getattr(models, "build_vqgan_architecture", None)
-    build_clip = getattr(models, "build_clip_architecture", None)
-    if build_vqgan is None or build_clip is None:
-        raise SystemExit("engine.bench: the real architectures are not available in engine.models yet; use tiny")
-    torch.manual_seed(0)
-    vqgan = build_vqgan(vqgan_name).eval().requires_grad_(False).to(device)
-    clip = build_clip(clip_name).float().eval().requires_grad_(False).to(device)
-    return vqgan, clip, "random"
+    tokenizer()  # import clip quietly first
+    vqgan = models.build_vqgan_architecture(vqgan_name).to(device)
+    clip = models.build_clip_architecture(clip_name).to(device)
+    fast.fuse_vqgan_activations()  # as the renderer does
+    return vqgan, fast.fuse_clip_activations(clip)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -79,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.cuda.reset_peak_memory_stats(device)
     channels_last = args.channels_last and device.type == "cuda"
     bf16 = args.bf16 and device.type == "cuda"
-    vqgan, clip, weights = build_models(args.model, args.clip_model, device)
+    vqgan, clip = build_models(args.model, args.clip_model, device)
     if channels_last:
         vqgan, clip = vqgan.to(memory_format=torch.channels_last), clip.to(memory_format=torch.channels_last)
     models = LoadedModels.build(vqgan, clip, device)
@@ -97,17 +91,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     state.set_prompts(text=[WeightedPrompt(text=PROMPT)])
 
     samples: list[float] = []
+    cpu_samples: list[float] = []  # process CPU time: steadier than wall time on a shared machine
     total = args.warmup + args.iterations
     with tqdm(total=total, unit="it", desc="bench", file=sys.stderr) as bar:
         for i in range(1, total + 1):
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             state.step()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            elapsed = time.perf_counter() - start
+            elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
             bar.update(1)
             if i > args.warmup:
                 samples.append(elapsed)
+                cpu_samples.append(cpu)
 
     if device.type == "cuda":
         peak = int(torch.cuda.max_memory_allocated(device))
@@ -119,6 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "sec_per_iter": {"median": statistics.median(samples), "min": min(samples), "max": max(samples)},
         "peak_memory_bytes": peak,
         "samples": samples,
+        "cpu_sec_per_iter": {"median": statistics.median(cpu_samples), "samples": cpu_samples},
         "settings": {
             "loop": "engine",
             "size": [width, height],
@@ -139,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "clip": args.clip_model,
             "dtype": "bfloat16" if bf16 else "float32",
             "channels_last": channels_last,
-            "weights": weights,
+            "weights": "random",
             "python": platform.python_version(),
             "torch": torch.__version__,
         },

@@ -207,8 +207,7 @@ class FrameLoop:
     def _write_frame(self, img: Image.Image) -> None:
         path = self.frames_dir / self.names[self.frame - 1]
         text = {**self.meta_text, "init_image": self.frame}  # the seed's frame keys (engine.md §7)
-        if self.spec.kind.value == "animation":
-            text.update(zoom_scale=self.spec.zoom, shift_x=self.spec.shift_x, shift_y=self.spec.shift_y)
+        text.update(self.frame_text(self.frame))
         text.update(
             z_smoother=self.spec.smoother,
             z_smoother_buffer_len=self.spec.smoother_buffer_len,
@@ -218,6 +217,7 @@ class FrameLoop:
         params = {
             **self.params,
             "frame": {
+                **self.frame_text(self.frame),
                 "number": self.frame,
                 "phrase": self.state.phrase,
                 "text_prompts": " | ".join(p.text for p in text_phrase),
@@ -230,8 +230,11 @@ class FrameLoop:
 
     def _result(self, *, partial: bool) -> FramesResult:
         frames_done = len(self.written)
-        if partial and not self.written and self.frame_ready:
-            self._write_frame(self.current_image())  # cancelled in frame 1: the video still shows something
+        if partial and not self.written:  # cancelled in frame 1: the video still shows where it got to
+            if not self.frame_ready:
+                self.setup_frame(self.frame)
+                self.frame_ready = True
+            self._write_frame(self.current_image())
         steps_done = self.steps_before(self.frame) + (self.state.iteration if self.frame_ready else 0)
         return FramesResult(
             paths=tuple(self.written),
@@ -291,6 +294,10 @@ class FrameLoop:
             self.smoother.load_state_dict(saved)
         _set_global_rng(checkpoint["global_rng"])
         log.info("resuming at frame %d of %d (%d frames already written)", self.frame, self.frames, len(self.written))
+
+    def frame_text(self, frame: int) -> dict[str, Any]:
+        """Mode-specific metadata keys of a saved frame."""
+        return {}
 
     def restore_settings(self, frame: int) -> None:
         """Put back per-frame settings a mode changes (before the optimizer state is loaded)."""

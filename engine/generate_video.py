@@ -13,7 +13,7 @@ import logging
 import sys
 import threading
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +36,9 @@ def video_frames(
     change_prompts_on_frame: Sequence[int] | None = None,
     init_image: str | Path | None = None,
     generated_video_frames_path: str | Path = "./video_frames",
-    zoom_scale: float = 1.0,
-    shift_x: int = 0,
-    shift_y: int = 0,
+    zoom_scale: float | Callable[[int], float] = 1.0,
+    shift_x: int | Callable[[int], int] = 0,
+    shift_y: int | Callable[[int], int] = 0,
     z_smoother: bool = False,
     z_smoother_buffer_len: int = 5,
     z_smoother_alpha: float = 0.5,
@@ -51,6 +51,8 @@ def video_frames(
     `iterations_per_frame` like every other frame (the seed's counts). Each later frame starts from
     the previous one zoomed by `zoom_scale` and shifted by `shift_x`/`shift_y` pixels (wrapping round).
     Series phrases (`^`) move on after each frame listed in `change_prompts_on_frame` (1-based).
+    `zoom_scale`, `shift_x` and `shift_y` may also be functions of the frame number k (2..n) giving
+    the move into frame k (the seed's custom zoom example); all are checked before rendering.
 
     The smoother is a causal EWMA of the latents over the last `z_smoother_buffer_len` frames, with
     weights ∝ (1−α)^age: α = 1 is no smoothing, a lower α smooths more. The default α is 0.5, not
@@ -68,8 +70,13 @@ def video_frames(
     config = (eng_config if eng_config is not None else VQGAN_CLIP_Config()).copy()
     if init_image is not None:
         config.init_image = str(init_image)
-    moves = zoom_scale != 1.0 or shift_x or shift_y
-    if moves and iterations_per_frame < 10:
+    moves = _moves(num_video_frames, zoom_scale, shift_x, shift_y)
+    if moves is not None:
+        zoom_scale, shift_x, shift_y = 1.0, 0, 0  # the per-frame moves replace the constant ones
+        moving = any(m != (1.0, 0, 0) for m in moves)
+    else:
+        moving = zoom_scale != 1.0 or shift_x != 0 or shift_y != 0
+    if moving and iterations_per_frame < 10:
         warnings.warn("with fewer than 10 iterations per frame, zoom and shift barely show", stacklevel=2)
     warm_up = 0 if config.init_image else iterations_for_first_frame
     spec = dataclasses.replace(
@@ -79,18 +86,20 @@ def video_frames(
         iterations=iterations_per_frame,
         iterations_first_frame=warm_up + iterations_per_frame,
         change_prompts_on_frame=_frame_list(change_prompts_on_frame),
-        zoom=zoom_scale,
-        shift_x=shift_x,
-        shift_y=shift_y,
+        zoom=zoom_scale,  # type: ignore[arg-type]
+        shift_x=shift_x,  # type: ignore[arg-type]
+        shift_y=shift_y,  # type: ignore[arg-type]
         smoother=z_smoother,
         smoother_buffer_len=z_smoother_buffer_len,
         smoother_alpha=z_smoother_alpha,
     )
-    result = _render(spec, config, Path(generated_video_frames_path), (), None, verbose, leave_progress_bar)
+    result = _render(spec, config, Path(generated_video_frames_path), (), None, verbose, leave_progress_bar, moves)
+    zoom_info = "per frame" if moves is not None else zoom_scale
     return (
         f"num_video_frames: {num_video_frames}, iterations_per_frame: {iterations_per_frame}, "
-        f"iterations_for_first_frame: {warm_up}, {_common_info(spec, result)}, zoom_scale {zoom_scale}, "
-        f"shift_x {shift_x}, shift_y {shift_y}, {_smoother_info(spec)}"
+        f"iterations_for_first_frame: {warm_up}, {_common_info(spec, result)}, zoom_scale {zoom_info}, "
+        f"shift_x {'per frame' if moves is not None else shift_x}, "
+        f"shift_y {'per frame' if moves is not None else shift_y}, {_smoother_info(spec)}"
     )
 
 
@@ -208,6 +217,17 @@ def _frame_list(frames: Sequence[int] | None) -> tuple[int, ...]:
     return tuple(frames)
 
 
+def _moves(frames: int, zoom: Any, shift_x: Any, shift_y: Any) -> list[tuple[float, int, int]] | None:
+    """Per-frame moves when any of the three is a function of the frame number; None when all are constant."""
+    if not any(callable(v) for v in (zoom, shift_x, shift_y)):
+        return None
+
+    def at(value: Any, frame: int) -> Any:
+        return value(frame) if callable(value) else value
+
+    return [(at(zoom, k), at(shift_x, k), at(shift_y, k)) for k in range(2, frames + 1)]
+
+
 def _render(
     spec: JobSpec,
     config: VQGAN_CLIP_Config,
@@ -216,6 +236,7 @@ def _render(
     names: Sequence[str] | None,
     verbose: bool,
     leave_progress_bar: bool,
+    moves: Sequence[tuple[float, int, int]] | None = None,
 ) -> Any:
     import torch
     from tqdm import tqdm
@@ -239,7 +260,14 @@ def _render(
     try:
         with _interrupt_sets(cancel):
             result = video_jobs.render_frames(
-                renderer, spec, frames_dir, sources=sources, names=names, on_progress=on_progress, cancel=cancel
+                renderer,
+                spec,
+                frames_dir,
+                sources=sources,
+                names=names,
+                moves=moves,
+                on_progress=on_progress,
+                cancel=cancel,
             )
     finally:
         for bar in bars:

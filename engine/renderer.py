@@ -1,6 +1,7 @@
 """The long-lived renderer the render queue drives: models stay loaded, jobs report progress and can stop.
 
-`Renderer.render` renders a still (JobKind.IMAGE) from a `JobSpec`: call it on one thread per device.
+`Renderer.render` renders a still (JobKind.IMAGE) from a `JobSpec`, or an animation or style transfer
+(engine.video_jobs): call it on one thread per device.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine import images, timelapse, validation
+from engine import fast, images, timelapse, validation
 from engine.clip_import import tokenizer
 from engine.errors import InvalidJob, OutOfMemory
 from engine.jobs import Artifact, JobKind, JobSpec, Progress, ProgressCallback, spec_from_json, spec_to_json
@@ -92,12 +93,14 @@ class Renderer:
                 ckpt_url=spec.vqgan_ckpt_url,
                 progress=self.download_progress,
             )
+            fast.fuse_vqgan_activations()
             self._vqgans[key] = vqgan.to(memory_format=torch.channels_last) if self.channels_last else vqgan
         if spec.clip_model not in self._clips:
             log.info("loading CLIP %s on %s", spec.clip_model, self.device)
             clip = model_loader.load_clip(
                 spec.clip_model, device=self.device, model_dir=self.model_dir, progress=self.download_progress
             )
+            fast.fuse_clip_activations(clip)
             self._clips[spec.clip_model] = clip.to(memory_format=torch.channels_last) if self.channels_last else clip
         return LoadedModels.build(self._vqgans[key], self._clips[spec.clip_model], self.device)
 
@@ -310,6 +313,7 @@ def _metadata(
             "vqgan_model_yaml_url": spec.vqgan_yaml_url,
             "vqgan_model_ckpt_url": spec.vqgan_ckpt_url,
             "clip_model": spec.clip_model,
+            "clip_sha256": _clip_sha256(spec.clip_model),
             "requested_size": [spec.width, spec.height],
             "output_image_size": [width, height],
             "cut_method": spec.cut_method,
@@ -330,6 +334,14 @@ def _metadata(
         "spec": json.loads(spec_to_json(spec)),
     }
     return text, params
+
+
+def _clip_sha256(name: str) -> str | None:
+    """The registry's SHA-256 of a CLIP checkpoint (None for tiny and unknown names)."""
+    from engine.registry import CLIP_MODELS
+
+    known = CLIP_MODELS.get(name)
+    return None if known is None else known.sha256
 
 
 def _image_paths(spec: JobSpec) -> list[str]:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from engine import fit, media, video_spec, video_tools
-from engine.animation import AnimationLoop
+from engine.animation import AnimationLoop, Move
 from engine.errors import InvalidJob, OutOfMemory
 from engine.frame_loop import FrameLoop, FramesResult
 from engine.jobs import Artifact, JobKind, JobSpec, ProgressCallback
@@ -61,7 +61,7 @@ def render_video(
     if spec.kind is JobKind.STYLE_TRANSFER:
         assert spec.video is not None
         info = media.check_video(spec.video, max_seconds=limits.max_video_seconds, max_pixels=limits.max_video_pixels)
-        video_spec.check_source_frames(int(info.seconds * spec.extraction_fps), limits)
+        video_spec.check_source_frames(max(1, int(info.seconds * spec.extraction_fps)), limits)
         has_audio = info.has_audio
     work = Path(tempfile.mkdtemp(prefix=".vqbot-video-", dir=output.parent))
     try:
@@ -95,10 +95,15 @@ def render_frames(
     *,
     sources: Sequence[str | Path] = (),
     names: Sequence[str] | None = None,
+    moves: Sequence[Move] | None = None,
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
 ) -> FramesResult:
-    """Render a video job's frames as JPGs into `frames_dir` (a style transfer restyles `sources`), no video."""
+    """Render a video job's frames as JPGs into `frames_dir`, no video.
+
+    A style transfer restyles `sources`; an animation may take its per-frame `moves` (zoom, shift_x,
+    shift_y into frames 2..n) instead of the spec's constant ones.
+    """
     parsed = video_spec.check_video_spec(spec, renderer.video_limits, frames_given=True)
     if spec.kind is JobKind.STYLE_TRANSFER:
         video_spec.check_source_frames(len(sources), renderer.video_limits)
@@ -106,7 +111,7 @@ def render_frames(
     for old in frames_dir.glob("frame_*.jpg"):  # only earlier frames of ours; nothing else is touched
         if _OWN_FRAME.fullmatch(old.name):
             old.unlink()
-    return _run_locked(renderer, spec, parsed, frames_dir, sources, on_progress, cancel, None, names=names)
+    return _run_locked(renderer, spec, parsed, frames_dir, sources, on_progress, cancel, None, names=names, moves=moves)
 
 
 def _run_locked(
@@ -120,6 +125,7 @@ def _run_locked(
     checkpoint: dict[str, Any] | None,
     *,
     names: Sequence[str] | None = None,
+    moves: Sequence[Move] | None = None,
 ) -> FramesResult:
     with renderer._lock:  # one job at a time per device, as for stills
         try:
@@ -128,7 +134,7 @@ def _run_locked(
             if spec.kind is JobKind.ANIMATION:
                 loop = AnimationLoop(
                     models, spec, parsed, frames_dir, spec.frames, names=names, bf16=renderer.bf16,
-                    checkpoint=checkpoint,
+                    checkpoint=checkpoint, moves=moves,
                 )  # fmt: skip
             else:
                 loop = StyleTransferLoop(
@@ -144,8 +150,21 @@ def _run_locked(
 
 
 def container_comment(params: dict[str, Any]) -> str:
-    """The MP4 comment: the generation parameters as one JSON object (prompts, seed, settings)."""
-    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """The MP4 comment: the generation parameters as one JSON object (prompts, seed, settings).
+
+    Input files appear by name only: the video is posted, the folders of the machine that made it are not.
+    """
+    public = json.loads(json.dumps(params))
+    spec, files = public.get("spec", {}), public.get("files", {})
+    for key in ("video", "init_image"):
+        if spec.get(key):
+            spec[key] = Path(spec[key]).name
+    if public.get("config", {}).get("init_image"):
+        public["config"]["init_image"] = Path(public["config"]["init_image"]).name
+    for entry in [files.get("init_image"), *(files.get("image_prompts") or [])]:
+        if entry:
+            entry["path"] = Path(entry["path"]).name
+    return json.dumps(public, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
 
 
 def _encode(spec: JobSpec, result: FramesResult, output: Path, work: Path, has_audio: bool) -> None:

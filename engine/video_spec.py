@@ -67,10 +67,8 @@ def check_video_spec(
         frames = _whole("frames", spec.frames, 1)
         if frames > limits.max_frames:
             raise InvalidJob(f"{frames} frames is more than the {limits.max_frames} allowed")
-        _number("zoom", spec.zoom, MIN_ZOOM, MAX_ZOOM, low_open=False)
+        check_zoom(spec.zoom)
         for name, shift, side in (("shift_x", spec.shift_x, spec.width), ("shift_y", spec.shift_y, spec.height)):
-            if isinstance(shift, bool) or not isinstance(shift, int):
-                raise InvalidJob(f"{name} must be a whole number of pixels, got {shift!r}")
             check_shift(name, shift, side)
         if spec.fps is None or spec.fps == 0:
             raise InvalidJob("fps must be above 0 for an animation")
@@ -97,14 +95,23 @@ def check_video_spec(
     return parsed
 
 
+def check_zoom(zoom: object) -> None:
+    """A zoom factor per frame: at least 0.1 (zooming far out) and at most 10."""
+    _number("zoom", zoom, MIN_ZOOM, MAX_ZOOM, low_open=False)
+
+
 def check_shift(name: str, shift: int, side: int) -> None:
     """A per-frame shift must be smaller than the canvas side it moves along."""
+    if isinstance(shift, bool) or not isinstance(shift, int):
+        raise InvalidJob(f"{name} must be a whole number of pixels, got {shift!r}")
     if abs(shift) >= side:
         raise InvalidJob(f"{name} {shift} must be smaller than the image side it moves along ({side} pixels)")
 
 
 def check_source_frames(count: int, limits: VideoLimits) -> None:
     """A style transfer renders one frame per source frame."""
+    if count < 1:
+        raise InvalidJob("there are no source frames to restyle")
     if count > limits.max_frames:
         raise InvalidJob(
             f"the source gives {count} frames at this extraction rate, more than the {limits.max_frames} allowed"

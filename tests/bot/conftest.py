@@ -1,18 +1,27 @@
-"""Fixtures: a fake Discord on 127.0.0.1, and the real VQBot connected to it in this process."""
+"""Fixtures: a fake Discord on 127.0.0.1, and the real VQBot, JobQueue and JobRunner in this process.
+
+Only the engine is replaced (tests/bot/noise_renderer.py); test_e2e.py runs `python -m bot` with the tiny engine.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
 import pytest
 
+from bot.admission import AdmissionLimits
 from bot.app import BotConfig, VQBot, point_at
+from bot.ports import JobNotFound
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
+from storage.records import JobRecord
 from tests.bot.fake_discord import FakeDiscord
-from tests.bot.memory_queue import MemoryQueue
+from tests.bot.noise_renderer import NoiseRenderer
 
 BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
 
@@ -27,37 +36,75 @@ async def fake() -> AsyncIterator[FakeDiscord]:
         await server.stop()
 
 
+@dataclasses.dataclass
+class Harness:
+    """The bot and its real queue; `runner` is None when jobs are meant to stay queued."""
+
+    bot: VQBot
+    queue: JobQueue
+    runner: JobRunner | None
+
+    async def job(self, job_id: int) -> JobRecord:
+        return await self.queue.get(job_id)
+
+    async def count(self) -> int:
+        n = 0
+        with contextlib.suppress(JobNotFound):
+            while True:
+                await self.queue.get(n + 1)
+                n += 1
+        return n
+
+
 @contextlib.asynccontextmanager
-async def running_bot(fake: FakeDiscord, queue: MemoryQueue, config: BotConfig) -> AsyncIterator[VQBot]:
-    """The real discord.py bot, in this event loop, logged in to the fake."""
+async def running_bot(
+    fake: FakeDiscord, config: BotConfig, *, run_jobs: bool = True, step_s: float = 0.05, max_queued: int = 3
+) -> AsyncIterator[Harness]:
+    """The real discord.py bot in this event loop, logged in to the fake, over a real queue in `config.data_dir`."""
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     point_at(fake.api_base, fake.gateway_url)
     fake.identified.clear()
-    bot = VQBot(config, queue)  # type: ignore[arg-type]
-    queue.start()
+    limits = AdmissionLimits(
+        max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    queue = await JobQueue.open(config.data_dir, QueueConfig(max_queued_per_member=max_queued, admission=limits))
+    runner = JobRunner(
+        queue, lambda device: NoiseRenderer(device, step_s), ["cpu"], config.data_dir,
+        preview_interval_s=config.preview_seconds, poll_s=0.1,
+    ) if run_jobs else None  # fmt: skip
+
+    async def start_runner(bot: VQBot) -> None:
+        if runner is not None:
+            await runner.start()
+
+    bot = VQBot(config, queue, on_setup=start_runner)
     task = asyncio.create_task(bot.start(BOT_TOKEN))
     try:
         await asyncio.wait_for(fake.identified.wait(), 15)
-        yield bot
+        yield Harness(bot, queue, runner)
     finally:
         await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client
+        if runner is not None:
+            await runner.drain()
+        await queue.flush_events(limit_s=5.0)
         await bot.close()
-        await queue.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await queue.aclose()
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
 
 
 def make_config(tmp_path: Path, **overrides: object) -> BotConfig:
     values: dict[str, object] = {
-        "data_dir": tmp_path,
+        "data_dir": tmp_path / "data",
         "guild_id": FakeDiscord().guild_id,
         "models": ("tiny",),
         "num_cuts": 8,
         "max_size": 256,
         "default_size": 64,
         "max_iterations": 100,
-        "default_iterations": 10,
+        "default_iterations": 6,
         "max_frames": 20,
         "default_frames": 4,
         "max_video_seconds": 5.0,

@@ -22,9 +22,9 @@ from typing import Any
 import discord.utils
 from aiohttp import WSMsgType, web
 
+from tests.bot import fake_payloads as payloads
+
 ALL_PERMISSIONS = (1 << 50) - 1
-MEMBER_PERMISSIONS = (1 << 10) | (1 << 11) | (1 << 15) | (1 << 16) | (1 << 31)  # view, send, attach, history, app cmds
-MANAGE_MESSAGES = 1 << 13
 OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
 
 
@@ -208,26 +208,6 @@ class FakeDiscord:
 
     # ---- interactions ------------------------------------------------------------------------------
 
-    def _user(self, user_id: int) -> dict[str, Any]:
-        return {
-            "id": str(user_id),
-            "username": f"member{user_id % 1000}",
-            "discriminator": "0",
-            "global_name": None,
-            "avatar": None,
-        }
-
-    def _member(self, user_id: int, *, moderator: bool) -> dict[str, Any]:
-        return {
-            "user": self._user(user_id),
-            "roles": [str(self.moderator_role_id)] if moderator else [],
-            "joined_at": "2024-01-01T00:00:00+00:00",
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            "permissions": str(MEMBER_PERMISSIONS),
-        }
-
     def _interaction(
         self,
         kind: int,
@@ -242,37 +222,20 @@ class FakeDiscord:
     ) -> tuple[dict[str, Any], SentInteraction]:
         iid = self.snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
-        cid = channel_id or self.channel_id
-        payload: dict[str, Any] = {
-            "id": str(iid),
-            "application_id": str(self.app_id),
-            "type": kind,
-            "token": token,
-            "version": 1,
-            "guild_id": str(self.guild_id),
-            "channel_id": str(cid),
-            "channel": {
-                "id": str(cid),
-                "type": 0,
-                "guild_id": str(self.guild_id),
-                "name": "renders",
-                "position": 0,
-                "permission_overwrites": [],
-                "nsfw": False,
-                "parent_id": None,
-            },
-            "member": self._member(user_id, moderator=moderator),
-            "app_permissions": str(app_permissions),
-            "locale": "en-US",
-            "guild_locale": "en-US",
-            "entitlements": [],
-            "authorizing_integration_owners": {"0": str(self.guild_id)},
-            "context": 0,
-            "attachment_size_limit": size_limit,
-            "data": data,
-        }
-        if message is not None:
-            payload["message"] = message
+        roles = [self.moderator_role_id] if moderator else []
+        payload = payloads.interaction(
+            interaction_id=iid,
+            token=token,
+            kind=kind,
+            app_id=self.app_id,
+            guild_id=self.guild_id,
+            channel_id=channel_id or self.channel_id,
+            member_data=payloads.member(user_id, role_ids=roles),
+            data=data,
+            app_permissions=app_permissions,
+            size_limit=size_limit,
+            message=message,
+        )
         sent = SentInteraction(iid, token, user_id, time.monotonic())
         self.interactions.append(sent)
         return payload, sent
@@ -381,68 +344,20 @@ class FakeDiscord:
         return ws
 
     async def _ready(self, ws: web.WebSocketResponse) -> None:
-        ready = {
-            "v": 10,
-            "user": {**self._user(self.bot_id), "username": "vqbot", "bot": True},
-            "guilds": [{"id": str(self.guild_id), "unavailable": True}],
-            "session_id": secrets.token_hex(16),
-            "resume_gateway_url": self.gateway_url,
-            "application": {"id": str(self.app_id), "flags": 0},
-            "private_channels": [],
-            "relationships": [],
-        }
+        ready = payloads.ready(
+            bot_id=self.bot_id,
+            app_id=self.app_id,
+            guild_id=self.guild_id,
+            session_id=secrets.token_hex(16),
+            gateway_url=self.gateway_url,
+        )
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
-        channel = {
-            "type": 0,
-            "guild_id": str(self.guild_id),
-            "position": 0,
-            "permission_overwrites": [],
-            "nsfw": False,
-            "parent_id": None,
-        }
-        guild = {
-            "id": str(self.guild_id),
-            "name": "Render Club",
-            "owner_id": str(self.owner_id),
-            "premium_tier": 0,
-            "unavailable": False,
-            "member_count": 3,
-            "roles": [
-                {
-                    "id": str(self.guild_id),
-                    "name": "@everyone",
-                    "permissions": str(MEMBER_PERMISSIONS),
-                    "position": 0,
-                    "color": 0,
-                    "hoist": False,
-                    "managed": False,
-                    "mentionable": False,
-                },
-                {
-                    "id": str(self.moderator_role_id),
-                    "name": "Render Mods",
-                    "permissions": str(MEMBER_PERMISSIONS),
-                    "position": 1,
-                    "color": 0,
-                    "hoist": False,
-                    "managed": False,
-                    "mentionable": False,
-                },
-            ],
-            "channels": [
-                {**channel, "id": str(self.channel_id), "name": "renders"},
-                {**channel, "id": str(self.other_channel_id), "name": "general", "position": 1},
-            ],
-            "members": [],
-            "voice_states": [],
-            "presences": [],
-            "threads": [],
-            "emojis": [],
-            "stickers": [],
-            "features": [],
-            "joined_at": "2024-01-01T00:00:00+00:00",
-            "large": False,
-        }
+        guild = payloads.guild(
+            guild_id=self.guild_id,
+            owner_id=self.owner_id,
+            moderator_role_id=self.moderator_role_id,
+            channels=[(self.channel_id, "renders"), (self.other_channel_id, "general")],
+        )
         await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild}))
 
     # ---- CDN ---------------------------------------------------------------------------------------
@@ -498,9 +413,9 @@ class FakeDiscord:
     def _route(self, method: str, path: str, payload: Any, files: list[tuple[str, bytes]]) -> tuple[int, Any]:
         p = path.removeprefix("/api/v10")
         if method == "GET" and p == "/users/@me":
-            return 200, {**self._user(self.bot_id), "username": "vqbot", "bot": True}
+            return 200, payloads.user(self.bot_id, bot=True)
         if method == "GET" and p == "/oauth2/applications/@me":
-            owner = self._user(self.owner_id)
+            owner = payloads.user(self.owner_id)
             return 200, {
                 "id": str(self.app_id),
                 "name": "vqbot",
@@ -539,28 +454,10 @@ class FakeDiscord:
         self, channel_id: int, payload: dict[str, Any], files: list[tuple[str, bytes]], *, flags: int = 0
     ) -> dict[str, Any]:
         mid = self.snowflake()
-        message = {
-            "id": str(mid),
-            "channel_id": str(channel_id),
-            "guild_id": str(self.guild_id),
-            "author": {**self._user(self.bot_id), "username": "vqbot", "bot": True},
-            "content": "",
-            "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [],
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            "components": [],
-            "flags": flags,
-            "allowed_mentions": None,
-            "nonce": None,
-            "edits": 0,
-        }
+        author = payloads.user(self.bot_id, bot=True)
+        message = payloads.message(
+            message_id=mid, channel_id=channel_id, guild_id=self.guild_id, author=author, flags=flags
+        )
         self._apply(message, payload or {}, files)
         message["edits"] = 0
         self.messages[mid] = message
@@ -587,7 +484,7 @@ class FakeDiscord:
                 new.append({"id": str(aid), "filename": filename, "size": len(data), "url": url, "proxy_url": url})
             message["attachments"] = kept + new
         message["edits"] = message.get("edits", 0) + 1
-        message["edited_timestamp"] = datetime.datetime.now(datetime.UTC).isoformat()
+        message["edited_timestamp"] = payloads.now_iso()
 
     def _public(self, message: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in message.items() if k not in ("edits", "allowed_mentions")}

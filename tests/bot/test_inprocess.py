@@ -5,6 +5,7 @@ The subprocess tests in test_e2e.py run `python -m bot` with the real queue and 
 
 from __future__ import annotations
 
+import asyncio
 import io
 import itertools
 from pathlib import Path
@@ -14,17 +15,27 @@ from PIL import Image
 
 from tests.bot.conftest import make_config, running_bot
 from tests.bot.fake_discord import ALL_PERMISSIONS, FakeDiscord
-from tests.bot.memory_queue import MemoryQueue
+from tests.engine.mediafiles import make_video
 
 ALICE, BOB, MOD = 111111111111111111, 222222222222222222, 333333333333333333
 
 
 def status_message(fake: FakeDiscord, job_id: int) -> dict[str, Any]:
-    return next(m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**"))
+    """The job's status message, or an empty one before it is posted."""
+    found = [m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**")]
+    return found[-1] if found else {"content": "", "id": "0", "components": []}
 
 
 def file_size(path: str) -> int:
     return Path(path).stat().st_size
+
+
+def read(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def list_dir(path: Path) -> list[str]:
+    return sorted(p.name for p in path.iterdir())
 
 
 def png_bytes(size: tuple[int, int] = (32, 32)) -> bytes:
@@ -34,10 +45,10 @@ def png_bytes(size: tuple[int, int] = (32, 32)) -> bytes:
 
 
 async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
-    async with running_bot(fake, queue, make_config(tmp_path)):
+    async with running_bot(fake, make_config(tmp_path)) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="a lighthouse @everyone", width=64, height=96, seed=5)
         result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        job = await h.job(1)
 
     ack = fake.replies(sent)
     assert len(ack) == 1
@@ -46,7 +57,7 @@ async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: Fa
     callback = fake.token_requests(sent.token)
     assert len(callback) == 1
     assert callback[0].payload["data"]["flags"] == 64
-    owner, spec, _, _ = queue.submitted[0]
+    owner, spec = job.owner, job.spec
     assert (owner.user_id, owner.channel_id, spec.width, spec.height, spec.seed) == (ALICE, fake.channel_id, 64, 96, 5)
     assert spec.text_prompts == "a lighthouse @everyone"
     assert spec.vqgan_model == "tiny"
@@ -69,9 +80,8 @@ async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: Fa
 
 
 async def test_progress_edits_carry_previews_and_are_paced(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, steps=35, tick=0.2)  # about 7 s of "rendering"
-    async with running_bot(fake, queue, make_config(tmp_path, preview_seconds=3.0)):
-        await fake.slash("imagine", user_id=ALICE, prompt="a storm")
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
+        await fake.slash("imagine", user_id=ALICE, prompt="a storm", iterations=35)  # about 7 s of "rendering"
         await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
     status_id = status_message(fake, 1)["id"]
     edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status_id}")]
@@ -85,11 +95,10 @@ async def test_progress_edits_carry_previews_and_are_paced(fake: FakeDiscord, tm
 
 
 async def test_a_rate_limited_status_edit_drops_the_frame_not_the_job(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, steps=30, tick=0.2)
     fake.rate_limit("PATCH", r"/channels/\d+/messages/\d+", via=False, times=2)  # raised at once by discord.py
     fake.rate_limit("PATCH", r"/channels/\d+/messages/\d+", via=True, retry_after=0.5, times=1)  # slept and retried
-    async with running_bot(fake, queue, make_config(tmp_path)):
-        await fake.slash("imagine", user_id=ALICE, prompt="rain")
+    async with running_bot(fake, make_config(tmp_path), step_s=0.2):
+        await fake.slash("imagine", user_id=ALICE, prompt="rain", iterations=30)
         await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
     statuses = [r.status for r in fake.requests if r.method == "PATCH"]
     assert statuses.count(429) == 3
@@ -98,13 +107,14 @@ async def test_a_rate_limited_status_edit_drops_the_frame_not_the_job(fake: Fake
 
 
 async def test_a_result_over_the_upload_limit_is_reencoded_and_job_says_so(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, result_size=(160, 160))
-    async with running_bot(fake, queue, make_config(tmp_path)):
-        await fake.slash("imagine", user_id=ALICE, prompt="noise", size_limit=20_000)
+    async with running_bot(fake, make_config(tmp_path)) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="noise", width=160, height=160, size_limit=20_000)
         result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
         sent = await fake.slash("job", user_id=BOB, id=1)
         reply = (await fake.wait_for(lambda: fake.replies(sent), 10.0, "/job's reply"))[0]
-    assert file_size(queue.jobs[1].result_paths[0]) > 20_000  # the full-size PNG stays on disk
+        job = await h.job(1)
+    assert job.upload_limit == 20_000
+    assert file_size(job.result_paths[0]) > 20_000  # the full-size PNG stays on disk
     attachment = result["attachments"][0]
     assert attachment["filename"] == "job-1.jpg"
     assert attachment["size"] <= 20_000 * 0.95
@@ -114,10 +124,9 @@ async def test_a_result_over_the_upload_limit_is_reencoded_and_job_says_so(fake:
 
 
 async def test_a_413_from_discord_is_handled_by_reencoding(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, result_size=(96, 96))
     fake.max_upload_bytes = 8_000
-    async with running_bot(fake, queue, make_config(tmp_path)):
-        await fake.slash("imagine", user_id=ALICE, prompt="noise")
+    async with running_bot(fake, make_config(tmp_path)):
+        await fake.slash("imagine", user_id=ALICE, prompt="noise", width=96, height=96)
         result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
     posts = [r for r in fake.requests if r.method == "POST" and r.files and "/channels/" in r.path]
     assert next(r.status for r in posts) == 413
@@ -127,9 +136,8 @@ async def test_a_413_from_discord_is_handled_by_reencoding(fake: FakeDiscord, tm
 
 
 async def test_a_deleted_status_message_does_not_stop_the_job(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, steps=25, tick=0.2)
-    async with running_bot(fake, queue, make_config(tmp_path, preview_seconds=3.0)):
-        await fake.slash("imagine", user_id=ALICE, prompt="fog")
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
+        await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=25)
         first = await fake.wait_for(lambda: [m for m in fake.channel_messages() if m["content"].startswith("**#1**")])
         fake.delete_message(int(first[0]["id"]))
         await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
@@ -140,86 +148,77 @@ async def test_a_deleted_status_message_does_not_stop_the_job(fake: FakeDiscord,
 
 
 async def test_cancel_rights_owner_yes_other_member_no_moderator_yes(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
-    queue.paused = True  # jobs stay queued
-    async with running_bot(fake, queue, make_config(tmp_path)):
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:  # jobs stay queued
         for _ in range(2):
             await fake.slash("imagine", user_id=ALICE, prompt="a cat")
-        await fake.wait_for(lambda: len(queue.jobs) == 2 and len(fake.channel_messages()) >= 4)
+        await fake.wait_for(lambda: len(fake.channel_messages()) >= 4)
         refused = await fake.slash("cancel", user_id=BOB, job=1)
         text = (await fake.wait_for(lambda: fake.replies(refused)))[0]
         assert "only the member" in text
-        assert queue.jobs[1].state == "queued"
+        assert (await h.job(1)).state == "queued"
 
         by_button = await fake.click(status_message(fake, 1), "v1:j:1:cancel", user_id=BOB)
         assert "only the member" in (await fake.wait_for(lambda: fake.replies(by_button)))[0]
 
         own = await fake.slash("cancel", user_id=ALICE)  # the latest by default: job 2
         await fake.wait_for(lambda: fake.replies(own))
-        assert queue.jobs[2].state == "cancelled"
-        assert queue.jobs[1].state == "queued"
+        assert (await h.job(2)).state == "cancelled"
+        assert (await h.job(1)).state == "queued"
 
         mod = await fake.slash("cancel", user_id=MOD, moderator=True, job=1)
         await fake.wait_for(lambda: fake.replies(mod))
-        assert queue.jobs[1].state == "cancelled"
+        assert (await h.job(1)).state == "cancelled"
         await fake.wait_for(lambda: "cancelled" in status_message(fake, 1)["content"], 5.0, "the status edit")
 
 
 async def test_bad_options_are_refused_with_the_reason(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
     cases = [
         ({"raw_options": [{"name": "width", "type": 4, "value": 5000}], "prompt": "x"}, "width"),
         ({"prompt": "a:b:c:d"}, "too many ':'"),
         ({"prompt": "x", "iterations": 101}, "iterations must be between 1 and 100"),
         ({"prompt": "x", "model": "vqgan_gumbel"}, "unknown model"),
     ]
-    async with running_bot(fake, queue, make_config(tmp_path)):
+    async with running_bot(fake, make_config(tmp_path)) as h:
         for options, expected in cases:
             sent = await fake.slash("imagine", user_id=ALICE, **options)
             reply = (await fake.wait_for(lambda s=sent: fake.replies(s), 10.0, "a refusal"))[0]
             assert expected in reply
-        assert queue.jobs == {}
+        assert await h.count() == 0
 
 
 async def test_an_attachment_that_is_not_an_image_is_refused_before_submit(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
     fake_png = fake.add_file("cat.png", b"this is not a png at all" * 10, "image/png")
     real_png = fake.add_file("cat.png", png_bytes(), "image/png")
-    async with running_bot(fake, queue, make_config(tmp_path)):
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:
         bad = await fake.slash("imagine", user_id=ALICE, prompt="x", init_image=fake_png)
         texts = await fake.wait_for(lambda: [t for t in fake.replies(bad) if "not an image" in t], 10.0, "a refusal")
         assert "cat.png" in texts[0]
-        assert queue.jobs == {}
+        assert await h.count() == 0
         good = await fake.slash("imagine", user_id=ALICE, prompt="x", init_image=real_png)
         await fake.wait_for(lambda: [t for t in fake.replies(good) if "accepted" in t], 10.0, "an ack")
+        spec = (await h.job(1)).spec
     callback = fake.token_requests(bad.token)[0]
     assert callback.payload["type"] == 5  # deferred before downloading
-    _, spec, _, inputs = queue.submitted[0]
-    assert inputs["init_image"] == png_bytes()
     assert spec.init_image is not None
-    assert spec.init_image.startswith(str(tmp_path / "downloads"))
+    assert read(spec.init_image) == png_bytes()  # the queue's own copy of the checked download
+    assert list_dir(tmp_path / "data" / "downloads") == []
 
 
 async def test_member_limit_and_missing_permission_are_refused(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path, max_queued_per_member=1)
-    queue.paused = True
-    async with running_bot(fake, queue, make_config(tmp_path)):
-        await fake.slash("imagine", user_id=ALICE, prompt="one")
-        await fake.wait_for(lambda: queue.jobs)
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False, max_queued=1) as h:
+        first = await fake.slash("imagine", user_id=ALICE, prompt="one")
+        await reply_with(fake, first, "accepted")
         second = await fake.slash("imagine", user_id=ALICE, prompt="two")
-        assert "limit is 1" in (await fake.wait_for(lambda: fake.replies(second)))[0]
+        assert "the limit is 1" in (await fake.wait_for(lambda: fake.replies(second)))[0]
         no_attach = await fake.slash("imagine", user_id=BOB, prompt="x", app_permissions=ALL_PERMISSIONS & ~(1 << 15))
         assert "Attach Files" in (await fake.wait_for(lambda: fake.replies(no_attach)))[0]
-    assert len(queue.jobs) == 1
+        assert await h.count() == 1
 
 
 async def test_queue_and_job_show_positions_and_parameters(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
-    queue.paused = True
-    async with running_bot(fake, queue, make_config(tmp_path)):
-        await fake.slash("imagine", user_id=ALICE, prompt="first")
-        await fake.slash("imagine", user_id=BOB, prompt="second", seed=42)
-        await fake.wait_for(lambda: len(queue.jobs) == 2)
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False):
+        await reply_with(fake, await fake.slash("imagine", user_id=ALICE, prompt="first"), "accepted")
+        await reply_with(fake, await fake.slash("imagine", user_id=BOB, prompt="second", seed=42), "accepted")
         listing = await fake.slash("queue", user_id=BOB)
         text = (await fake.wait_for(lambda: fake.replies(listing)))[0]
         shown = await fake.slash("job", user_id=ALICE, id=2)
@@ -233,22 +232,23 @@ async def test_queue_and_job_show_positions_and_parameters(fake: FakeDiscord, tm
 
 
 async def test_result_buttons_start_jobs_for_the_clicker(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
     config = make_config(tmp_path)
-    async with running_bot(fake, queue, config):
+    async with running_bot(fake, config):
         await fake.slash("imagine", user_id=ALICE, prompt="a bridge", seed=3)
         result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
     # a new bot object (as after a restart) still understands the old message's buttons
-    async with running_bot(fake, queue, config):
+    async with running_bot(fake, config, run_jobs=False) as h:
         vary = await fake.click(result, "v1:j:1:vary", user_id=BOB)
         await fake.wait_for(lambda: [t for t in fake.replies(vary) if "accepted" in t], 10.0, "an ack")
         reroll = await fake.click(result, "v1:j:1:reroll", user_id=BOB)
         await fake.wait_for(lambda: [t for t in fake.replies(reroll) if "accepted" in t], 10.0, "an ack")
-    (o2, s2, _, _), (o3, s3, _, _) = queue.submitted[1], queue.submitted[2]
-    assert o2.user_id == BOB
-    assert s2.init_image == queue.jobs[1].result_paths[0]
+        first, second, third = await h.job(1), await h.job(2), await h.job(3)
+    s2, s3 = second.spec, third.spec
+    assert second.owner.user_id == BOB
+    assert s2.init_image is not None
+    assert read(s2.init_image) == read(first.result_paths[0])
     assert s2.seed is None
-    assert o3.user_id == BOB
+    assert third.owner.user_id == BOB
     assert s3.text_prompts == "a bridge"
     assert s3.seed is None
     assert s3.init_image is None
@@ -257,21 +257,83 @@ async def test_result_buttons_start_jobs_for_the_clicker(fake: FakeDiscord, tmp_
 async def test_the_upscale_button_asks_for_the_tiny_upscaler_under_the_tiny_model(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    queue = MemoryQueue(tmp_path)
-    async with running_bot(fake, queue, make_config(tmp_path)):
+    config = make_config(tmp_path)
+    async with running_bot(fake, config):
         await fake.slash("imagine", user_id=ALICE, prompt="a bridge", seed=3)
         result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+    async with running_bot(fake, config, run_jobs=False) as h:
         upscale = await fake.click(result, "v1:j:1:upscale", user_id=BOB)
         await fake.wait_for(lambda: [t for t in fake.replies(upscale) if "accepted" in t], 10.0, "an ack")
-    owner, spec, _, _ = queue.submitted[1]
-    assert owner.user_id == BOB
-    assert (spec.kind.value, spec.upscale_model) == ("upscale", "tiny")
-    assert spec.init_image == queue.jobs[1].result_paths[0]
+        first, second = await h.job(1), await h.job(2)
+    assert second.owner.user_id == BOB
+    assert (second.spec.kind.value, second.spec.upscale_model) == ("upscale", "tiny")
+    assert second.spec.init_image is not None
+    assert read(second.spec.init_image) == read(first.result_paths[0])
 
 
 async def test_commands_outside_the_allowed_channels_are_refused(fake: FakeDiscord, tmp_path: Path) -> None:
-    queue = MemoryQueue(tmp_path)
-    async with running_bot(fake, queue, make_config(tmp_path, allowed_channels=(fake.channel_id,))):
+    async with running_bot(fake, make_config(tmp_path, allowed_channels=(fake.channel_id,))) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="x", channel_id=fake.other_channel_id)
         assert "not allowed in this channel" in (await fake.wait_for(lambda: fake.replies(sent)))[0]
-    assert queue.jobs == {}
+        assert await h.count() == 0
+
+
+def mp4_bytes(tmp_path: Path, seconds: float) -> bytes:
+    return make_video(tmp_path / f"clip-{seconds}.mp4", seconds=seconds, fps=10).read_bytes()
+
+
+async def test_style_checks_the_video_then_submits_a_style_transfer(fake: FakeDiscord, tmp_path: Path) -> None:
+    short = fake.add_file("clip.mp4", await asyncio.to_thread(mp4_bytes, tmp_path, 1.0), "video/mp4")
+    long = fake.add_file("long.mp4", await asyncio.to_thread(mp4_bytes, tmp_path, 6.0), "video/mp4")
+    not_video = fake.add_file("fake.mp4", b"\x00\x00\x00 ftypisom but not really" * 20, "video/mp4")
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:
+        too_long = await fake.slash("style", user_id=ALICE, video=long, prompt="oil painting")
+        assert "more than the 5 s allowed" in await reply_with(fake, too_long, "allowed")
+        bogus = await fake.slash("style", user_id=ALICE, video=not_video, prompt="oil painting")
+        assert "fake.mp4" in await reply_with(fake, bogus, "video")
+        ok = await fake.slash("style", user_id=ALICE, video=short, prompt="oil painting", fps=4.0, source_weight=1.5)
+        await reply_with(fake, ok, "accepted")
+        assert await h.count() == 1
+        spec = (await h.job(1)).spec
+    assert spec.kind == "style_transfer"
+    assert (spec.extraction_fps, spec.source_image_weight, spec.frames) == (4.0, 1.5, 4)
+    assert spec.video is not None
+    assert read(spec.video)[4:8] == b"ftyp"  # the checked MP4 went to the queue
+
+
+async def test_animate_submits_frames_zoom_and_shift(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:
+        ok = await fake.slash("animate", user_id=ALICE, prompt="a tunnel", frames=6, zoom=1.1, shift_x=3)
+        await reply_with(fake, ok, "accepted")
+        too_many = await fake.slash("animate", user_id=ALICE, prompt="a tunnel", frames=500)
+        assert "frames must be between 2 and 20" in await reply_with(fake, too_many, "frames")
+        spec = (await h.job(1)).spec
+    assert (spec.kind, spec.frames, spec.zoom, spec.shift_x, spec.shift_y) == ("animation", 6, 1.1, 3, 0)
+
+
+async def test_an_old_status_message_that_refuses_edits_is_replaced(fake: FakeDiscord, tmp_path: Path) -> None:
+    too_old = {"code": 30046, "message": "Maximum number of edits to messages older than 1 hour reached."}
+    fake.fail("PATCH", r"/channels/\d+/messages/\d+", 429, too_old, headers={"Retry-After": "1"})
+    async with running_bot(fake, make_config(tmp_path), step_s=0.2):
+        await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=25)
+        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
+    statuses = [m for m in fake.channel_messages() if m["content"].startswith("**#1**")]
+    assert len(statuses) == 2  # the one Discord refused, and its replacement
+    assert "✅ done" in statuses[-1]["content"]
+
+
+async def reply_with(fake: FakeDiscord, sent: object, word: str) -> str:
+    found = await fake.wait_for(lambda: [t for t in fake.replies(sent) if word in t], 15.0, f"a reply with {word!r}")  # type: ignore[arg-type]
+    return found[0]
+
+
+async def test_queued_positions_refresh_when_they_move(fake: FakeDiscord, tmp_path: Path) -> None:
+    async with running_bot(fake, make_config(tmp_path, queue_refresh_seconds=0.5), run_jobs=False):
+        for prompt in ("first", "second"):
+            await fake.slash("imagine", user_id=ALICE, prompt=prompt)
+        await fake.wait_for(lambda: "position 2" in status_message(fake, 2)["content"], 5.0, "job 2 at position 2")
+        cancel = await fake.slash("cancel", user_id=ALICE, job=1)
+        await reply_with(fake, cancel, "job")
+        await fake.wait_for(lambda: "position 1" in status_message(fake, 2)["content"], 5.0, "job 2 moving up")
+    edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(status_message(fake, 2)["id"])]
+    assert len(edits) == 1  # edited once, when its position changed

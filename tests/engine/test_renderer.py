@@ -178,7 +178,8 @@ def test_every_cut_method_and_optimizer_gives_a_finite_image(renderer: Renderer,
         ({"text_prompts": ""}, "No valid prompts"),
         ({"text_prompts": "a cat:nan"}, "finite"),
         ({"num_cuts": 0}, "num_cuts"),
-        ({"kind": JobKind.ANIMATION}, "a video is written as .mp4"),
+        ({"kind": JobKind.UPSCALE}, "not supported"),
+        ({"kind": JobKind.ANIMATION}, r"a video is written as \.mp4"),
         ({"init_image": "/nonexistent/x.png"}, "does not exist"),
     ],
 )
@@ -193,3 +194,17 @@ def test_bad_jobs_are_refused_with_a_clear_message(
 def test_unknown_output_extension_is_refused(renderer: Renderer, tmp_path: Path) -> None:
     with pytest.raises(InvalidJob, match="extension"):
         renderer.render(tiny_spec(), tmp_path / "a.xyz")
+
+
+def test_device_out_of_memory_becomes_an_engine_error_with_advice(
+    renderer: Renderer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from engine.errors import OutOfMemory
+    from engine.state import OptimisationState
+
+    def exhausted(self: OptimisationState) -> torch.Tensor:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(OptimisationState, "step", exhausted)
+    with pytest.raises(OutOfMemory, match="smaller size or fewer cutouts"):
+        renderer.render(tiny_spec(), tmp_path / "a.png")

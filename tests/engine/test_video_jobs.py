@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import threading
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from engine import ffmpeg, media
 from engine.errors import InvalidJob
@@ -81,14 +83,20 @@ def test_interpolation_raises_the_frame_rate_and_keeps_the_length(renderer: Rend
 
 def test_cancel_returns_a_playable_video_of_the_frames_done(renderer: Renderer, tmp_path: Path) -> None:
     cancel = threading.Event()
+    previews: list[bytes] = []
 
     def on_progress(p: Progress) -> None:
+        if p.frame == 2 and p.iteration == 1:
+            previews.append(p.preview())
         if p.frame == 2 and p.iteration == p.total:
             cancel.set()
 
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=on_progress, cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 2, 4)
     assert media.probe_video(tmp_path / "a.mp4").frames == 2
+    assert len(previews) == 1
+    with Image.open(io.BytesIO(previews[0])) as img:
+        assert (img.format, img.size) == ("WEBP", (64, 64))
 
 
 def test_cancel_in_the_first_frame_still_gives_a_video(renderer: Renderer, tmp_path: Path) -> None:
@@ -96,6 +104,11 @@ def test_cancel_in_the_first_frame_still_gives_a_video(renderer: Renderer, tmp_p
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=lambda p: cancel.set(), cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 1)
     assert media.probe_video(tmp_path / "a.mp4").frames == 1
+    cancel = threading.Event()
+    cancel.set()  # cancelled before it started: the starting picture
+    artifact = renderer.render(anim_spec(), tmp_path / "b.mp4", cancel=cancel)
+    assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 0)
+    assert media.probe_video(tmp_path / "b.mp4").frames == 1
 
 
 RESUMABLE = anim_spec(frames=5, smoother=True, smoother_alpha=0.5, smoother_buffer_len=3, seed=None)
@@ -205,6 +218,9 @@ def test_style_transfer_gives_one_frame_per_source_frame_with_the_audio(
     assert abs(info.seconds - 2.0) < 0.3
     assert (artifact.frames_done, artifact.steps_done, artifact.width, artifact.height) == (8, 16, 72, 52)
     assert [p.frame for p in seen] == [k for k in range(1, 9) for _ in range(2)]
+    params = json.loads(ffmpeg.read_tags(tmp_path / "s.mp4")["comment"])  # the mux keeps the metadata
+    assert params["spec"]["video"] == "clip.mp4"  # by name: the posted video does not show our folders
+    assert params["spec"]["source_prompt_weight"] == 0.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.mp4"]
 
 

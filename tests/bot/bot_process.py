@@ -1,0 +1,82 @@
+"""`python -m bot` as a subprocess pointed at the fake Discord: the same code a server runs, tiny model, CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from tests.bot.fake_discord import FakeDiscord
+
+ROOT = Path(__file__).resolve().parents[2]
+BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
+
+
+class BotProcess:
+    """One run of the bot; `log` collects its stderr (the logs) in a file."""
+
+    def __init__(self, fake: FakeDiscord, data_dir: Path, log: Path, **env: str) -> None:
+        self.fake, self.data_dir, self.log = fake, data_dir, log
+        self.env = {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": os.environ.get("HOME", "/tmp"),
+            "PYTHONPATH": str(ROOT),
+            "HF_HUB_OFFLINE": "1",
+            "OMP_NUM_THREADS": "1",
+            "DISCORD_TOKEN": BOT_TOKEN,
+            "DISCORD_API_BASE": fake.api_base,
+            "DISCORD_GATEWAY_URL": fake.gateway_url,
+            "ENGINE_MODEL": "tiny",
+            "ENGINE_DEVICE": "cpu",
+            "ENGINE_THREADS": "1",
+            "BOT_DATA_DIR": str(data_dir),
+            "BOT_GUILD_ID": str(fake.guild_id),
+            "BOT_DEFAULT_SIZE": "64",
+            "BOT_DEFAULT_ITERATIONS": "20",
+            "BOT_MAX_SIZE": "128",
+            "BOT_MAX_ITERATIONS": "2000",
+            "BOT_MAX_FRAMES": "12",
+            "BOT_DEFAULT_FRAMES": "3",
+            "BOT_MAX_VIDEO_SECONDS": "4",
+            "BOT_NUM_CUTS": "8",
+            "BOT_MAX_QUEUED_PER_MEMBER": "3",
+            "BOT_MODERATOR_ROLE": "Render Mods",
+            "BOT_PREVIEW_SECONDS": "3",
+            "BOT_CHANNEL_EDIT_SECONDS": "0.3",
+            "BOT_WORKER_ID": "e2e-worker",
+            "BOT_LOG_LEVEL": "DEBUG",
+            **env,
+        }
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self, within: float = 60.0) -> None:
+        self.fake.identified.clear()
+        with self.log.open("ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "bot", cwd=self.data_dir.parent, env=self.env, stdout=out, stderr=out
+            )
+        waiter = asyncio.create_task(self.fake.identified.wait())
+        exited = asyncio.create_task(self.proc.wait())
+        done, _ = await asyncio.wait({waiter, exited}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        exited.cancel()
+        if waiter not in done:
+            await self.kill()
+            raise AssertionError(f"the bot did not connect:\n{self.logs()[-3000:]}")
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    async def kill(self) -> None:
+        """SIGKILL: no cleanup at all, as after a crash or an OOM kill."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
+
+    async def terminate(self, within: float = 30.0) -> int:
+        """SIGTERM, as systemd or Docker stop it; returns the exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await asyncio.wait_for(self.proc.wait(), within)

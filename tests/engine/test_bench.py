@@ -1,0 +1,28 @@
+"""`python -m engine.bench` on the tiny preset prints one JSON object as its last stdout line."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from engine.bench import main
+
+
+def test_bench_prints_valid_json_last(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--model", "tiny", "--clip-model", "tiny", "--size", "64", "48", "--cutn", "2", "--iterations", "1"]
+    assert main([*args, "--warmup", "0", "--threads", "1"]) == 0
+    result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(result["sec_per_iter"]) == {"median", "min", "max"}
+    assert result["sec_per_iter"]["median"] > 0
+    assert result["peak_memory_bytes"] > 0
+    assert len(result["samples"]) == 1
+    assert result["cpu_sec_per_iter"]["median"] > 0
+    settings = result["settings"]
+    assert settings["size"] == [64, 48]
+    assert settings["cutn"] == 2
+    assert settings["cut_method"] == "kornia"
+    assert settings["dtype"] == "float32"
+    assert settings["device"] == "cpu"
+    assert settings["torch"]
+    assert settings["threads"] == 1
