@@ -93,7 +93,7 @@ def check_upscale_spec(
         assert spec.init_image is not None
         if output.suffix.lower() not in (".png", ".jpg", ".jpeg", ".webp"):
             raise InvalidJob(f"an upscaled image is written as .png, .jpg or .webp, not {output.name!r}")
-        width, height = media.check_image(spec.init_image)
+        width, height = media.check_image(spec.init_image, max_pixels=max_pixels)  # size before decoding
         source, info = Path(spec.init_image), None
     if scale is not None:
         _check_pixels(width, height, scale, max_pixels)

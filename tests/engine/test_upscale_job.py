@@ -250,6 +250,13 @@ def test_too_many_output_pixels_are_refused(still: Path, clip: Path, tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == []
 
 
+def test_the_seed_api_takes_tiny_as_a_model_filename(still: Path, tmp_path: Path) -> None:
+    [written] = esrgan.inference_realesrgan(still, "tiny", output_images_path=tmp_path)
+    with Image.open(written) as img:
+        assert img.size == (128, 128)
+        assert img.text["seed"] == "5"  # the seed's wrapper keeps the PNG text chunks too
+
+
 def test_the_registry_names_work_without_their_suffix() -> None:
     assert esrgan.known_scale("RealESRGAN_x2plus") == esrgan.known_scale("RealESRGAN_x2plus.pth") == 2
     assert esrgan.known_scale("RealESRGAN_x4plus") == 4
