@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     from engine.cli_video import add_video_commands  # after the image command; it imports this module lazily
 
     add_video_commands(commands)
+    from engine.cli_upscale import add_upscale_command
+
+    add_upscale_command(commands)
     return parser
 
 
@@ -75,6 +78,9 @@ def add_image_command(commands: Any) -> None:
     p.add_argument("--size", nargs=2, type=int, metavar=("W", "H"), help="output size (default 256 256)")
     p.add_argument("--iterations", type=int, help="optimisation steps (default 100)")
     p.add_argument("--save-every", type=int, metavar="N", help="also save the image every N steps")
+    p.add_argument(
+        "--timelapse", type=int, metavar="N", help="also write <output stem>.timelapse.mp4, a frame every N steps"
+    )
     p.add_argument("--seed", type=int, help="random seed, 0 ≤ N < 2^64 (default: a new one, printed)")
     p.add_argument("--cutn", type=int, help="cutouts per step (default 32)")
     p.add_argument("--cut-pow", type=float, help="cutout size exponent (default 1.0)")
@@ -186,9 +192,13 @@ def run_image(args: argparse.Namespace) -> int:
         args.output, config, v["prompts"], v["image_prompts"], v["noise_prompts"], v["init_image"],
         v["init_weight"], v["iterations"], v["save_every"],
     )  # fmt: skip
+    if args.timelapse is not None:
+        spec = dataclasses.replace(spec, timelapse_every=args.timelapse)
     artifact = generate.render_still(spec, args.output, config, verbose=args.verbose)
     state = "stopped early, saved" if artifact.partial else "saved"
     print(f"{state} {args.output} ({artifact.width}x{artifact.height}, seed {artifact.seed})")
+    for extra in artifact.paths[1:]:
+        print(f"saved {extra}")
     return 0
 
 

@@ -57,6 +57,7 @@ class JobSpec:
     init_weight: float = 0.0
     init_image_method: str = "original"
     save_every: int | None = None
+    timelapse_every: int | None = None  # a still: also write `<output stem>.timelapse.mp4`, a frame every N steps
     # animations (JobKind.ANIMATION) and style transfer
     frames: int = 1
     iterations_first_frame: int | None = None  # None: same as `iterations`
@@ -75,7 +76,8 @@ class JobSpec:
     source_image_weight: float = 2.0
     source_prompt_weight: float = 0.0
     # upscaling (JobKind.UPSCALE): the image or video to upscale is `init_image` / `video`
-    upscale_model: str = "RealESRGAN_x4plus"
+    upscale_model: str = "RealESRGAN_x4plus"  # a registry name (".pth" optional), a weight file, or "tiny"
+    upscale_tile: int | None = None  # tile side in input pixels; 0: whole image; None: chosen by size
     # delivery
     max_bytes: int | None = None  # fit the result under this many bytes
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine import fast, images, validation
+from engine import fast, images, timelapse, validation
 from engine.clip_import import tokenizer
 from engine.errors import InvalidJob, OutOfMemory
 from engine.jobs import Artifact, JobKind, JobSpec, Progress, ProgressCallback, spec_from_json, spec_to_json
@@ -63,6 +63,7 @@ class Renderer:
         max_frames: int = DEFAULT_MAX_FRAMES,
         max_video_seconds: float = DEFAULT_MAX_VIDEO_SECONDS,
         max_video_pixels: int = DEFAULT_MAX_VIDEO_PIXELS,
+        max_upscale_pixels: int = 4096 * 4096,  # engine.upscale_job.DEFAULT_MAX_UPSCALE_PIXELS
     ) -> None:
         self.device = resolve_device(device)
         self.model_dir = None if model_dir is None else Path(model_dir)
@@ -75,6 +76,8 @@ class Renderer:
         )
         self._vqgans: dict[tuple[str, str | None, str | None], Any] = {}
         self._clips: dict[str, Any] = {}
+        self.max_upscale_pixels = max_upscale_pixels  # output pixels of an upscaled still or video frame
+        self._upscalers: dict[str, Any] = {}  # engine.upscale_job keeps the loaded upscalers here
         self._lock = threading.Lock()
 
     def models(self, spec: JobSpec) -> LoadedModels:
@@ -111,6 +114,13 @@ class Renderer:
         resume: bytes | None = None,
     ) -> Artifact:
         """Render `spec` to `output` (its suffix picks the format); see bot.ports.Renderer."""
+        timelapse.check_spec(spec)
+        if spec.kind is JobKind.UPSCALE:
+            from engine import upscale_job  # imports this module; loaded on first use
+
+            return upscale_job.render_upscale(
+                self, spec, Path(output), on_progress=on_progress, cancel=cancel, resume=resume
+            )
         if spec.kind in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER):
             from engine import video_jobs  # imports this module; loaded on first use
 
@@ -123,14 +133,18 @@ class Renderer:
         images.check_output_path(output)
         checkpoint = _load_checkpoint(resume, spec) if resume is not None else None
         with self._lock:
+            recorder = timelapse.TimelapseRecorder.for_spec(spec, Path(output), checkpoint)
             try:
-                return self._render_image(spec, parsed, Path(output), on_progress, cancel, checkpoint)
+                return self._render_image(spec, parsed, Path(output), on_progress, cancel, checkpoint, recorder)
             except torch.cuda.OutOfMemoryError:
                 torch.cuda.empty_cache()
                 raise OutOfMemory(
                     f"the {self.device} device ran out of memory at {spec.width}×{spec.height} with "
                     f"{spec.num_cuts} cutouts; try a smaller size or fewer cutouts"
                 ) from None
+            finally:
+                if recorder is not None:
+                    recorder.close()
 
     def _render_image(
         self,
@@ -140,6 +154,7 @@ class Renderer:
         on_progress: ProgressCallback | None,
         cancel: threading.Event | None,
         checkpoint: dict[str, Any] | None,
+        recorder: timelapse.TimelapseRecorder | None = None,
     ) -> Artifact:
         models = self.models(spec)
         init_picture = images.load_rgb(spec.init_image, "init image") if spec.init_image else None
@@ -194,6 +209,8 @@ class Renderer:
             i = state.iteration
             if spec.save_every and i % spec.save_every == 0 and i < total:
                 images.save_image(state.image(), output, meta_text, params)
+            if recorder is not None:
+                recorder.record(i, total, state.image)
             if on_progress is not None:
                 on_progress(
                     Progress(
@@ -203,14 +220,15 @@ class Renderer:
                         step=i,
                         steps=total,
                         preview=lambda: images.webp_preview(state.image()),
-                        checkpoint=lambda: _save_checkpoint(state, seed, resolved),
+                        checkpoint=lambda: _save_checkpoint(state, seed, resolved, recorder),
                     )
                 )
         images.save_image(state.image(), output, meta_text, params)
         partial = state.iteration < total
+        extra = recorder.finish(spec.text_prompts, json.dumps(params), spec.max_bytes) if recorder else None
         return Artifact(
             kind=JobKind.IMAGE,
-            paths=(str(output),),
+            paths=(str(output),) + ((str(extra),) if extra else ()),
             seed=seed,
             width=width,
             height=height,
@@ -232,7 +250,9 @@ def _set_global_rng(states: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def _save_checkpoint(state: OptimisationState, seed: int, spec: JobSpec) -> bytes:
+def _save_checkpoint(
+    state: OptimisationState, seed: int, spec: JobSpec, recorder: timelapse.TimelapseRecorder | None = None
+) -> bytes:
     """The job's state as bytes that `torch.load(..., weights_only=True)` accepts."""
     buffer = io.BytesIO()
     payload = {
@@ -242,6 +262,8 @@ def _save_checkpoint(state: OptimisationState, seed: int, spec: JobSpec) -> byte
         "state": state.state_dict(),
         "global_rng": _global_rng(),
     }
+    if recorder is not None:
+        payload["timelapse"] = recorder.state()
     torch.save(payload, buffer)
     return buffer.getvalue()
 

@@ -246,6 +246,7 @@ class GenerateCog(commands.Cog):
                 width=spec.width,
                 height=spec.height,
                 iterations=1,
+                **({"upscale_model": "tiny"} if spec.vqgan_model == "tiny" else {}),  # the tiny preset's upscaler
             )
         raise UserError("this button is no longer supported")
 

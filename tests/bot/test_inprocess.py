@@ -254,6 +254,23 @@ async def test_result_buttons_start_jobs_for_the_clicker(fake: FakeDiscord, tmp_
     assert s3.init_image is None
 
 
+async def test_the_upscale_button_asks_for_the_tiny_upscaler_under_the_tiny_model(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path)
+    async with running_bot(fake, config):
+        await fake.slash("imagine", user_id=ALICE, prompt="a bridge", seed=3)
+        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+    async with running_bot(fake, config, run_jobs=False) as h:
+        upscale = await fake.click(result, "v1:j:1:upscale", user_id=BOB)
+        await fake.wait_for(lambda: [t for t in fake.replies(upscale) if "accepted" in t], 10.0, "an ack")
+        first, second = await h.job(1), await h.job(2)
+    assert second.owner.user_id == BOB
+    assert (second.spec.kind.value, second.spec.upscale_model) == ("upscale", "tiny")
+    assert second.spec.init_image is not None
+    assert read(second.spec.init_image) == read(first.result_paths[0])
+
+
 async def test_commands_outside_the_allowed_channels_are_refused(fake: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake, make_config(tmp_path, allowed_channels=(fake.channel_id,))) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="x", channel_id=fake.other_channel_id)

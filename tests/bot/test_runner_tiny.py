@@ -8,12 +8,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from bot.loop_lag import LoopLag
 from bot.ports import ProgressUpdate
 from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
-from engine.jobs import JobSpec, JobStatus
+from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 
 torch = pytest.importorskip("torch")
@@ -76,6 +77,37 @@ async def test_loop_lag_stays_low_while_a_tiny_job_renders_on_cpu(tmp_path: Path
         assert events.previews >= 1
         assert len(lag.samples) > 100
         assert lag.percentile(99) < 0.050, f"p50 {lag.percentile(50):.4f} s, p99 {lag.percentile(99):.4f} s"
+    finally:
+        await runner.drain()
+        await queue.aclose()
+
+
+async def test_an_upscale_job_of_a_finished_still_runs_on_the_real_engine(tmp_path: Path) -> None:
+    queue = await JobQueue.open(tmp_path, QueueConfig())
+    runner = JobRunner(queue, build, ["cpu"], tmp_path)
+    events = Finished()
+    queue.subscribe(events)
+    try:
+        await runner.start()
+        still = (await queue.submit(Owner(user_id=1), dataclasses.replace(TINY, iterations=2))).job
+        async with asyncio.timeout(60):
+            while still.id not in events.jobs:
+                events.done.clear()
+                await events.done.wait()
+        source = events.jobs[still.id].result_paths[0]
+        # what the Upscale button submits under ENGINE_MODEL=tiny (bot.cogs.generate.derive)
+        spec = JobSpec(kind=JobKind.UPSCALE, init_image=source, width=64, height=64, iterations=1, upscale_model="tiny")
+        job = (await queue.submit(Owner(user_id=2), spec)).job
+        async with asyncio.timeout(60):
+            while job.id not in events.jobs:
+                events.done.clear()
+                await events.done.wait()
+        done = events.jobs[job.id]
+        assert done.state == JobStatus.DONE, done.error
+        with Image.open(done.result_paths[0]) as img:
+            assert img.size == (128, 128)
+            assert img.text["upscale_model"] == "tiny"
+            assert img.text["text_prompts"] == "a red apple"
     finally:
         await runner.drain()
         await queue.aclose()

@@ -178,7 +178,7 @@ def test_every_cut_method_and_optimizer_gives_a_finite_image(renderer: Renderer,
         ({"text_prompts": ""}, "No valid prompts"),
         ({"text_prompts": "a cat:nan"}, "finite"),
         ({"num_cuts": 0}, "num_cuts"),
-        ({"kind": JobKind.UPSCALE}, "not supported"),
+        ({"kind": JobKind.UPSCALE}, "an upscale job takes one input"),  # no init_image, no video
         ({"kind": JobKind.ANIMATION}, r"a video is written as \.mp4"),
         ({"init_image": "/nonexistent/x.png"}, "does not exist"),
     ],
