@@ -92,6 +92,8 @@ class DiscordPublisher:
         self._wake: dict[int, asyncio.Event] = {}
         self._pacers: dict[int, asyncio.Task[None]] = {}
         self._locks: dict[int, asyncio.Lock] = {}
+        self._channel_locks: dict[int, asyncio.Lock] = {}
+        self._channel_due: dict[int, float] = {}  # monotonic time of each channel's next allowed paced edit
         self._delivering: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.edits = 0  # status edits sent (for logs and tests)
@@ -185,8 +187,16 @@ class DiscordPublisher:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), delay)
                 continue
-            await self._edit_progress(job_id)
-            await asyncio.sleep(self._channel_s)
+            await self._channel_turn(channel_id)
+            await self._edit_progress(job_id)  # the slot's latest state, whatever came in while waiting
+
+    async def _channel_turn(self, channel_id: int) -> None:
+        """Wait until the channel may take another edit: progress and position edits share ~1 per `channel_s`."""
+        async with self._channel_locks.setdefault(channel_id, asyncio.Lock()):
+            wait = self._channel_due.get(channel_id, 0.0) - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._channel_due[channel_id] = time.monotonic() + self._channel_s
 
     async def _edit_progress(self, job_id: int) -> None:
         slot, job = self._slots.get(job_id), self._jobs.get(job_id)
@@ -272,8 +282,8 @@ class DiscordPublisher:
                     continue
                 self._positions[job.id] = entry.position
                 text = render.status_text(job, position=entry.position, eta_done_s=entry.eta_done_s, now=time.time())
+                await self._channel_turn(job.owner.channel_id)
                 await self._edit_status(job, text)
-                await asyncio.sleep(self._channel_s)
 
     # ---- results ----------------------------------------------------------------------------------
 

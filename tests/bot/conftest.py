@@ -58,7 +58,13 @@ class Harness:
 
 @contextlib.asynccontextmanager
 async def running_bot(
-    fake: FakeDiscord, config: BotConfig, *, run_jobs: bool = True, step_s: float = 0.05, max_queued: int = 3
+    fake: FakeDiscord,
+    config: BotConfig,
+    *,
+    run_jobs: bool = True,
+    step_s: float = 0.05,
+    max_queued: int = 3,
+    devices: tuple[str, ...] = ("cpu",),
 ) -> AsyncIterator[Harness]:
     """The real discord.py bot in this event loop, logged in to the fake, over a real queue in `config.data_dir`."""
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -68,9 +74,10 @@ async def running_bot(
         max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames
     )
     config.data_dir.mkdir(parents=True, exist_ok=True)
-    queue = await JobQueue.open(config.data_dir, QueueConfig(max_queued_per_member=max_queued, admission=limits))
+    queue_config = QueueConfig(devices=devices, max_queued_per_member=max_queued, admission=limits)
+    queue = await JobQueue.open(config.data_dir, queue_config)
     runner = JobRunner(
-        queue, lambda device: NoiseRenderer(device, step_s), ["cpu"], config.data_dir,
+        queue, lambda device: NoiseRenderer(device, step_s), devices, config.data_dir,
         preview_interval_s=config.preview_seconds, poll_s=0.1,
     ) if run_jobs else None  # fmt: skip
 
