@@ -261,6 +261,11 @@ class DiscordPublisher:
                 await self.post_status(job, position=None, eta_done_s=None)
             else:
                 await self._queue.set_status_message(job.id, None)
+        elif e.code in (UNKNOWN_CHANNEL, MISSING_ACCESS, MISSING_PERMISSIONS):
+            # Repeating a 403/404 every few seconds counts towards Discord's invalid-request ban: stop editing.
+            log.warning("job %s: status message no longer editable (code %s); edits stopped", job.id, e.code)
+            self._status_ids.pop(job.id, None)
+            await self._queue.set_status_message(job.id, None)
         else:
             log.warning("job %s: status edit failed (HTTP %s, code %s)", job.id, e.status, e.code)
 

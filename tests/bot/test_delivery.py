@@ -103,3 +103,16 @@ async def test_a_result_for_an_archived_thread_is_posted_in_its_parent_channel(
     assert f"<@{ALICE}>" in result["content"]
     refused = [r for r in result_posts(fake, fake.thread_id)]
     assert [r.status for r in refused] == [400]
+
+
+async def test_status_edits_stop_when_the_bot_loses_access_but_the_job_goes_on(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
+        await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=30)  # about 6 s
+        status = await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0" and status_message(fake, 1))
+        fake.fail("PATCH", r"/channels/\d+/messages/\d+", 403, {"code": 50013, "message": "Missing Permissions"})
+        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
+    edits = [r.status for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status['id']}")]
+    assert 403 in edits
+    assert edits[-1] == 403  # no edit after Discord refused one
