@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import discord
@@ -113,6 +113,16 @@ async def _finish_dispatched_events(timeout_s: float = 5.0) -> None:
     pending = [t for t in asyncio.all_tasks() if t is not current and t.get_name().startswith("discord.py")]
     if pending:
         await asyncio.wait(pending, timeout=timeout_s)
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tests that run the real engine use one torch thread: the two cores are shared by everyone."""
+    torch = pytest.importorskip("torch")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def make_config(tmp_path: Path, **overrides: object) -> BotConfig:
