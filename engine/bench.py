@@ -50,8 +50,7 @@ def build_models(vqgan_name: str, clip_name: str, device: Any) -> tuple[Any, Any
     tokenizer()  # import clip quietly first
     vqgan = models.build_vqgan_architecture(vqgan_name).to(device)
     clip = models.build_clip_architecture(clip_name).to(device)
-    fast.fuse_vqgan_activations()  # as the renderer does
-    return vqgan, fast.fuse_clip_activations(clip)
+    return fast.fuse_vqgan(vqgan), fast.fuse_clip(clip)  # as the renderer does
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -93,14 +93,14 @@ class Renderer:
                 ckpt_url=spec.vqgan_ckpt_url,
                 progress=self.download_progress,
             )
-            fast.fuse_vqgan_activations()
+            fast.fuse_vqgan(vqgan)
             self._vqgans[key] = vqgan.to(memory_format=torch.channels_last) if self.channels_last else vqgan
         if spec.clip_model not in self._clips:
             log.info("loading CLIP %s on %s", spec.clip_model, self.device)
             clip = model_loader.load_clip(
                 spec.clip_model, device=self.device, model_dir=self.model_dir, progress=self.download_progress
             )
-            fast.fuse_clip_activations(clip)
+            fast.fuse_clip(clip)
             self._clips[spec.clip_model] = clip.to(memory_format=torch.channels_last) if self.channels_last else clip
         return LoadedModels.build(self._vqgans[key], self._clips[spec.clip_model], self.device)
 

@@ -1,33 +1,36 @@
-"""The fused activations compute what the originals compute."""
+"""The fast paths compute what the models they replace compute, forward and backward."""
 
 from __future__ import annotations
 
 import copy
 
+import pytest
 import taming.modules.diffusionmodules.model as taming_model
 import torch
 from clip.model import QuickGELU
 
-from engine import fast
+from engine import fast, models
 from engine.tiny import build_tiny_clip
 
 
+def _value_and_input_grad(fn, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    x = x.detach().clone().requires_grad_(True)
+    out = fn(x)
+    (grad,) = torch.autograd.grad((out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum(), x)
+    return out.detach(), grad
+
+
+def _assert_close(
+    got: tuple[torch.Tensor, torch.Tensor], expected: tuple[torch.Tensor, torch.Tensor], rtol: float
+) -> None:
+    for g, e in zip(got, expected, strict=True):
+        assert g.shape == e.shape
+        assert (g - e).abs().max() <= rtol * e.abs().max()
+
+
 def test_fast_quick_gelu_matches_clips() -> None:
-    x = torch.linspace(-8, 8, 1001, requires_grad=True)
-    expected = QuickGELU()(x)
-    (expected_grad,) = torch.autograd.grad(expected.sum(), x)
-    got = fast.FastQuickGELU()(x)
-    (got_grad,) = torch.autograd.grad(got.sum(), x)
-    assert torch.allclose(got, expected, atol=1e-6)
-    assert torch.allclose(got_grad, expected_grad, atol=1e-5)
-
-
-def test_clip_with_fused_activations_encodes_the_same() -> None:
-    original = build_tiny_clip()
-    fused = fast.fuse_clip_activations(copy.deepcopy(original))
-    assert not any(isinstance(m, QuickGELU) for m in fused.modules())
-    images = torch.rand(3, 3, 64, 64)
-    assert torch.allclose(fused.encode_image(images), original.encode_image(images), atol=1e-5)
+    x = torch.linspace(-8, 8, 1001)
+    _assert_close(_value_and_input_grad(fast.FastQuickGELU(), x), _value_and_input_grad(QuickGELU(), x), 1e-5)
 
 
 def test_taming_swish_becomes_silu_with_the_same_values() -> None:
@@ -35,3 +38,62 @@ def test_taming_swish_becomes_silu_with_the_same_values() -> None:
     before = x * torch.sigmoid(x)  # taming's swish
     fast.fuse_vqgan_activations()
     assert torch.allclose(taming_model.nonlinearity(x), before, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(5, 7), (16, 16)])
+def test_subpixel_upsample_equals_nearest_upsample_then_conv(size: tuple[int, int]) -> None:
+    torch.manual_seed(0)
+    upsample = taming_model.Upsample(6, with_conv=True).requires_grad_(False)
+    x = torch.randn(2, 6, *size)
+    _assert_close(
+        _value_and_input_grad(fast.SubpixelUpsample(upsample.conv), x), _value_and_input_grad(upsample, x), 1e-5
+    )
+
+
+@pytest.mark.skipif(not torch._nnpack_available(), reason="this torch build has no NNPACK")
+def test_winograd_conv_matches_the_direct_convolution_above_and_below_its_size_threshold() -> None:
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 5, 3, padding=1).requires_grad_(False)
+    winograd = fast._as_winograd(conv)
+    assert winograd.weight is conv.weight
+    assert winograd.bias is conv.bias
+    for side in (8, 72):  # below and above WINOGRAD_MIN_PIXELS
+        x = torch.randn(1, 8, side, side + 3)
+        _assert_close(_value_and_input_grad(winograd, x), _value_and_input_grad(conv, x), 1e-4)
+
+
+def test_a_fused_vqgan_decodes_and_encodes_the_same_and_keeps_its_state_dict_keys() -> None:
+    original = models.build_vqgan_architecture("tiny").requires_grad_(False)
+    fused = fast.fuse_vqgan(copy.deepcopy(original))
+    assert not any(isinstance(m, taming_model.Upsample) for m in fused.modules())
+    assert fused.state_dict().keys() == original.state_dict().keys()
+    z = torch.randn(1, original.codebook.shape[1], 20, 17)  # decodes to 80×68 pixels: above the Winograd size
+    _assert_close(_value_and_input_grad(fused.decode, z), _value_and_input_grad(original.decode, z), 1e-4)
+    pixels = torch.rand(1, 3, 80, 68) * 2 - 1
+    with torch.no_grad():  # the encoder's features before quantisation (a near-tie may pick another code)
+        got, expected = fused.quant_conv(fused.encoder(pixels)), original.quant_conv(original.encoder(pixels))
+    assert (got - expected).abs().max() <= 1e-4 * expected.abs().max()
+
+
+def test_a_fused_clip_embeds_images_the_same_and_keeps_its_state_dict_keys() -> None:
+    original = build_tiny_clip()
+    fused = fast.fuse_clip(copy.deepcopy(original))
+    assert not any(isinstance(m, QuickGELU) for m in fused.modules())
+    assert isinstance(fused.visual.conv1, fast.PatchEmbedding)
+    assert isinstance(fused.visual.transformer, fast.ClassTokenTransformer)
+    assert fused.state_dict().keys() == original.state_dict().keys()
+    images = torch.rand(3, 3, 64, 64)
+    _assert_close(
+        _value_and_input_grad(fused.encode_image, images), _value_and_input_grad(original.encode_image, images), 1e-5
+    )
+    tokens = torch.randint(1, 400, (2, 77))
+    with torch.no_grad():
+        assert torch.allclose(fused.encode_text(tokens), original.encode_text(tokens), atol=1e-5)
+
+
+def test_fusing_a_clip_twice_changes_nothing_more() -> None:
+    once = fast.fuse_clip(build_tiny_clip())
+    transformer = once.visual.transformer
+    twice = fast.fuse_clip(once)
+    assert twice.visual.transformer is transformer
+    assert isinstance(twice.visual.conv1, fast.PatchEmbedding)
