@@ -68,6 +68,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    if device.type == "cpu":
+        from engine.allocator import keep_freed_memory
+
+        keep_freed_memory()  # as the renderer does
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     channels_last = args.channels_last and device.type == "cuda"

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from engine import fast, images, timelapse, validation
+from engine import allocator, fast, images, timelapse, validation
 from engine.clip_import import tokenizer
 from engine.errors import InvalidJob, OutOfMemory
 from engine.jobs import Artifact, JobKind, JobSpec, Progress, ProgressCallback, spec_from_json, spec_to_json
@@ -70,6 +70,8 @@ class Renderer:
         on_cuda = self.device.type == "cuda"
         self.bf16 = bf16 and on_cuda  # both are CUDA speed options; the CPU keeps fp32 and NCHW
         self.channels_last = channels_last and on_cuda
+        if self.device.type == "cpu":
+            allocator.keep_freed_memory()  # the CPU step reallocates ~1 GiB each iteration at 256²
         self.download_progress = download_progress
         self.video_limits = VideoLimits(
             max_frames=max_frames, max_video_seconds=max_video_seconds, max_video_pixels=max_video_pixels
