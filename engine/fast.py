@@ -2,8 +2,9 @@
 
 Each swap is applied once, after the weights are loaded, to models that stay frozen:
 
-- taming's swish `x·sigmoid(x)` and CLIP's QuickGELU `x·sigmoid(1.702x)` become SiLU kernels
-  (`silu(1.702x)/1.702` for the latter): one kernel forward and one backward instead of several;
+- taming's swish `x·sigmoid(x)` and CLIP's QuickGELU `x·sigmoid(1.702x)` become SiLU kernels: one
+  kernel forward and one backward instead of several; QuickGELU is `silu(1.702x)/1.702`, and the two
+  factors are folded into the weights of the linear layers on either side;
 - on the CPU, taming's nearest-neighbour ×2 upsample and its 3×3 convolution become four 2×2
   convolutions at the low resolution, one per output phase, interleaved by `pixel_shuffle`
   (a 3×3 window over a doubled image sees at most 2×2 distinct pixels): 16 taps per 2×2 output
@@ -201,11 +202,36 @@ def fuse_clip_activations(clip: nn.Module) -> nn.Module:
     return clip
 
 
+def fold_quick_gelu_scales(clip: nn.Module) -> nn.Module:
+    """Each transformer MLP `c_proj(quick_gelu(c_fc(x)))` becomes `c_proj'(silu(c_fc'(x)))`, in place.
+
+    quick_gelu(y) = silu(1.702·y)/1.702, so c_fc's weight and bias take the factor 1.702 and c_proj's
+    weight 1/1.702: two elementwise passes fewer forward and backward per block (~2 % of a step).
+    """
+    from clip.model import QuickGELU
+
+    with torch.no_grad():
+        for mlp in list(clip.modules()):
+            c_fc, act, c_proj = (getattr(mlp, name, None) for name in ("c_fc", "gelu", "c_proj"))
+            if (
+                isinstance(c_fc, nn.Linear)
+                and isinstance(c_proj, nn.Linear)
+                and isinstance(act, QuickGELU | FastQuickGELU)
+            ):
+                c_fc.weight.mul_(_QUICK_GELU_SCALE)
+                if c_fc.bias is not None:
+                    c_fc.bias.mul_(_QUICK_GELU_SCALE)
+                c_proj.weight.div_(_QUICK_GELU_SCALE)
+                mlp.gelu = nn.SiLU()
+    return clip
+
+
 def fuse_clip(clip: nn.Module) -> nn.Module:
     """All of CLIP's swaps for a loaded model, in place; returns the model."""
     from clip.model import VisionTransformer
 
-    fuse_clip_activations(clip)
+    fold_quick_gelu_scales(clip)
+    fuse_clip_activations(clip)  # any QuickGELU outside an MLP
     visual = getattr(clip, "visual", None)
     if isinstance(visual, VisionTransformer):  # the ResNet CLIPs keep their own image tower
         if isinstance(visual.conv1, nn.Conv2d):
