@@ -11,7 +11,7 @@ Each swap is applied once, after the weights are loaded, to models that stay fro
   block instead of 36;
 - on the CPU, the VQGAN's large 3×3 convolutions (stride 1, padding 1) run forward and backward
   through NNPACK's Winograd kernels, which PyTorch ships but only picks for batches of 16 or more:
-  2-3× faster than oneDNN's direct convolution from 64×64 pixels up, within ~2e-5 of it;
+  2-3× faster than oneDNN's direct convolution alone from 128×128 pixels up, within ~2e-5 of it;
 - CLIP's patch embedding (a convolution whose stride equals its kernel) becomes a reshape and a
   matrix product, whose backward pass PyTorch's CPU convolution makes several times slower;
 - CLIP's last vision block computes only the class token, the one row `encode_image` reads: keys
@@ -74,7 +74,7 @@ class SubpixelUpsample(nn.Module):
 
 
 # NNPACK's Winograd convolution only pays from this many output pixels on (measured on a 2-core AVX2 CPU)
-WINOGRAD_MIN_PIXELS = 64 * 64
+WINOGRAD_MIN_PIXELS = 128 * 128
 
 
 class _Winograd3x3(torch.autograd.Function):
