@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -71,28 +69,14 @@ def upscale_spec_from_args(args: argparse.Namespace) -> tuple[JobSpec, Path]:
 
 def run_upscale(args: argparse.Namespace) -> int:
     """Upscale and say where the result went."""
-    from tqdm import tqdm
-
     from engine.cli import _default_device
-    from engine.generate import _interrupt_sets, renderer_for
+    from engine.generate import renderer_for
+    from engine.terminal import TerminalProgress
 
     spec, output = upscale_spec_from_args(args)
     renderer = renderer_for(args.device or _default_device(), args.model_dir)
-    cancel = threading.Event()
-    bars: list[Any] = []
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            bars.append(tqdm(total=p.steps, unit="tile", file=sys.stderr, initial=p.step - 1))
-        bars[0].set_description(f"frame {p.frame}/{p.frames}", refresh=False)
-        bars[0].update(1)
-
-    try:
-        with _interrupt_sets(cancel):
-            artifact = renderer.render(spec, output, on_progress=on_progress, cancel=cancel)
-    finally:
-        for bar in bars:
-            bar.close()
+    with TerminalProgress(unit="tile") as bar:
+        artifact = renderer.render(spec, output, on_progress=bar, cancel=bar.cancel)
     state = "stopped early, saved" if artifact.partial else "saved"
     frames = f"{artifact.frames_done} frames, " if spec.video else ""
     print(f"{state} {output} ({frames}{artifact.width}x{artifact.height})")

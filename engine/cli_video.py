@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -143,32 +141,17 @@ def video_spec_from_args(args: argparse.Namespace) -> JobSpec:
 def run_video(args: argparse.Namespace) -> int:
     """Render an animation or a style transfer and say where it went."""
     import torch
-    from tqdm import tqdm
 
     from engine.cli import _default_device
-    from engine.generate import _interrupt_sets, renderer_for
+    from engine.generate import renderer_for
+    from engine.terminal import TerminalProgress
 
     spec = video_spec_from_args(args)
     renderer = renderer_for(args.device or _default_device(), args.model_dir)
     if args.deterministic:
         torch.backends.cudnn.deterministic = True
-    cancel = threading.Event()
-    bars: list[Any] = []
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            bars.append(tqdm(total=p.steps, unit="it", file=sys.stderr, initial=p.step - 1))
-        bars[0].set_description(f"frame {p.frame}/{p.frames}", refresh=False)
-        bars[0].update(1)
-        if args.verbose:
-            bars[0].write(f"frame {p.frame} iteration {p.iteration}: loss {p.loss:.5f}", file=sys.stderr)
-
-    try:
-        with _interrupt_sets(cancel):
-            artifact = renderer.render(spec, Path(args.output), on_progress=on_progress, cancel=cancel)
-    finally:
-        for bar in bars:
-            bar.close()
+    with TerminalProgress(verbose=args.verbose) as bar:
+        artifact = renderer.render(spec, Path(args.output), on_progress=bar, cancel=bar.cancel)
     state = "stopped early, saved" if artifact.partial else "saved"
     print(
         f"{state} {args.output} ({artifact.frames_done} frames, {artifact.width}x{artifact.height}, "

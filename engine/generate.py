@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
-import sys
 import threading
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.config import VQGAN_CLIP_Config, config_to_spec
 from engine.prompts import normalise_prompt_argument
+from engine.terminal import TerminalProgress
 
 if TYPE_CHECKING:
     from engine.jobs import Artifact, JobSpec
@@ -113,30 +110,12 @@ def render_still(
 ) -> Artifact:
     """Render a validated spec with a tqdm bar on stderr; Ctrl-C stops the job and keeps what it has."""
     import torch
-    from tqdm import tqdm
 
     renderer = renderer_for(config.cuda_device, config.model_dir)
     if config.cudnn_determinism:
         torch.backends.cudnn.deterministic = True
-    cancel = threading.Event()
-    bars: list[Any] = []  # the bar starts with the first iteration, so a refused job prints only its error
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            bars.append(
-                tqdm(total=p.total, unit="it", desc="single image", leave=leave_progress_bar, file=sys.stderr,
-                     disable=not show_progress, initial=p.iteration - 1)
-            )  # fmt: skip
-        bars[0].update(1)
-        if verbose:
-            bars[0].write(f"iteration {p.iteration}: loss {p.loss:.5f}", file=sys.stderr)
-
-    try:
-        with _interrupt_sets(cancel):
-            artifact = renderer.render(spec, Path(output_filename), on_progress=on_progress, cancel=cancel)
-    finally:
-        for bar in bars:
-            bar.close()
+    with TerminalProgress(desc="single image", leave=leave_progress_bar, show=show_progress, verbose=verbose) as bar:
+        artifact = renderer.render(spec, Path(output_filename), on_progress=bar, cancel=bar.cancel)
     if artifact.partial:
         log.warning(
             "stopped after %d of %d iterations; saved %s", artifact.steps_done, spec.iterations, output_filename
@@ -152,23 +131,6 @@ def config_info(spec: JobSpec, artifact: Artifact) -> str:
         f"init_image {spec.init_image}, cut_method {spec.cut_method}, seed {artifact.seed}, "
         f"size {artifact.width}x{artifact.height}"
     )
-
-
-@contextlib.contextmanager
-def _interrupt_sets(cancel: threading.Event) -> Iterator[None]:
-    """While rendering on the main thread, Ctrl-C sets `cancel` (the seed swallows Ctrl-C) instead of raising."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        cancel.set()
-
-    previous = signal.signal(signal.SIGINT, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
 
 
 # The seed's video functions live in their own module; imported last, as it uses the helpers above.

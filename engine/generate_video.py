@@ -10,17 +10,16 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
-import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from engine.config import VQGAN_CLIP_Config, config_to_spec
-from engine.generate import _interrupt_sets, renderer_for
+from engine.generate import renderer_for
 from engine.jobs import JobKind, JobSpec
 from engine.prompts import normalise_prompt_argument
+from engine.terminal import TerminalProgress
 
 log = logging.getLogger(__name__)
 
@@ -239,39 +238,24 @@ def _render(
     moves: Sequence[tuple[float, int, int]] | None = None,
 ) -> Any:
     import torch
-    from tqdm import tqdm
 
     from engine import video_jobs
 
     renderer = renderer_for(config.cuda_device, config.model_dir)
     if config.cudnn_determinism:
         torch.backends.cudnn.deterministic = True
-    cancel = threading.Event()
-    bars: list[Any] = []  # started by the first iteration, so a refused job prints only its error
-
-    def on_progress(p: Any) -> None:
-        if not bars:
-            desc = "video frames" if spec.kind is JobKind.ANIMATION else "style transfer"
-            bars.append(tqdm(total=p.steps, unit="it", desc=desc, leave=leave_progress_bar, file=sys.stderr))
-        bars[0].update(1)
-        if verbose:
-            bars[0].write(f"frame {p.frame}/{p.frames} iteration {p.iteration}: loss {p.loss:.5f}", file=sys.stderr)
-
-    try:
-        with _interrupt_sets(cancel):
-            result = video_jobs.render_frames(
-                renderer,
-                spec,
-                frames_dir,
-                sources=sources,
-                names=names,
-                moves=moves,
-                on_progress=on_progress,
-                cancel=cancel,
-            )
-    finally:
-        for bar in bars:
-            bar.close()
+    desc = "video frames" if spec.kind is JobKind.ANIMATION else "style transfer"
+    with TerminalProgress(desc=desc, leave=leave_progress_bar, verbose=verbose) as bar:
+        result = video_jobs.render_frames(
+            renderer,
+            spec,
+            frames_dir,
+            sources=sources,
+            names=names,
+            moves=moves,
+            on_progress=bar,
+            cancel=bar.cancel,
+        )
     if result.partial:
         log.warning("stopped after %d frames; they are in %s", result.frames_done, frames_dir)
     return result
