@@ -58,9 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     engine_cmd = [sys.executable, "-m", "engine.bench", *flags]
     rounds = []
     for r in range(1, args.rounds + 1):
-        first, second = (seed_cmd, engine_cmd) if r % 2 else (engine_cmd, seed_cmd)
-        results = {id(first): _last_json_line(first), id(second): _last_json_line(second)}
-        seed, engine = results[id(seed_cmd)], results[id(engine_cmd)]
+        if r % 2:  # alternate which runs first
+            seed = _last_json_line(seed_cmd)
+            engine = _last_json_line(engine_cmd)
+        else:
+            engine = _last_json_line(engine_cmd)
+            seed = _last_json_line(seed_cmd)
         row = {
             "seed_sec_per_iter": seed["sec_per_iter"]["median"],
             "engine_sec_per_iter": engine["sec_per_iter"]["median"],

@@ -154,8 +154,6 @@ class ClassTokenTransformer(nn.Module):
     def __init__(self, transformer: nn.Module) -> None:
         super().__init__()
         self.resblocks = transformer.resblocks
-        self.width = getattr(transformer, "width", None)
-        self.layers = getattr(transformer, "layers", len(self.resblocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (L, N, D)
         for block in self.resblocks[:-1]:
