@@ -100,6 +100,7 @@ async def running_bot(
             await task
         await _finish_dispatched_events()
         await queue.aclose()
+        await _finish_dispatched_events()  # and any an event handler scheduled while the queue closed
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
 
 
@@ -107,12 +108,20 @@ async def _finish_dispatched_events(timeout_s: float = 5.0) -> None:
     """Let event tasks discord.py scheduled during close run, so none is left unstarted when the loop ends.
 
     A task that never started is reported as "coroutine 'Client._run_event' was never awaited" when the
-    test's loop is torn down, which filterwarnings=error turns into an error in a later test.
+    test's loop is torn down, which filterwarnings=error turns into an error in a later test. Handlers
+    may dispatch further events, so this repeats until none is left; what is still pending at the
+    deadline is cancelled and awaited (a task cancelled before it starts closes its coroutine quietly).
     """
+    deadline = asyncio.get_running_loop().time() + timeout_s
     current = asyncio.current_task()
-    pending = [t for t in asyncio.all_tasks() if t is not current and t.get_name().startswith("discord.py")]
-    if pending:
-        await asyncio.wait(pending, timeout=timeout_s)
+    while pending := [t for t in asyncio.all_tasks() if t is not current and t.get_name().startswith("discord.py")]:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+        await asyncio.wait(pending, timeout=left)
 
 
 @pytest.fixture
