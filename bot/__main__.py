@@ -13,7 +13,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from bot.admission import AdmissionLimits
@@ -26,6 +26,8 @@ from bot.settings import Settings, load_settings
 from engine.jobs import JobSpec
 
 log = logging.getLogger("bot")
+
+RendererFactory = Callable[[str, Settings], Renderer]  # (device, settings) -> a renderer, built on the device thread
 
 
 def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
@@ -54,8 +56,9 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
 class Services:
     """The queue and the runner (which owns the renderers); the runner starts in setup_hook, drains on SIGTERM."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, make_renderer: RendererFactory | None = None) -> None:
         self.settings = settings
+        self.make_renderer = make_renderer or engine_renderer
         self.devices = settings.engine_device or (default_device(),)
         self.queue: JobQueue | None = None
         self.runner: JobRunner | None = None
@@ -74,14 +77,10 @@ class Services:
 
     async def start(self, bot: VQBot) -> None:
         assert self.queue is not None
-        settings = self.settings
-
-        def make_renderer(device: str) -> Renderer:
-            return build_renderer(device, settings.engine_model, settings.engine_model_dir)
-
+        settings, make_renderer = self.settings, self.make_renderer
         self.runner = JobRunner(
             self.queue,
-            make_renderer,
+            lambda device: make_renderer(device, settings),
             self.devices,
             settings.bot_data_dir,
             worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",
@@ -96,6 +95,11 @@ class Services:
     async def close(self) -> None:
         if self.queue is not None:
             await self.queue.aclose()
+
+
+def engine_renderer(device: str, settings: Settings) -> Renderer:
+    """The renderer `python -m bot` uses: the engine's, with `ENGINE_MODEL` preloaded."""
+    return build_renderer(device, settings.engine_model, settings.engine_model_dir)
 
 
 def build_renderer(device: str, model: str, model_dir: Path | None = None) -> Renderer:
@@ -121,15 +125,15 @@ def default_device() -> str:
 
 
 @contextlib.asynccontextmanager
-async def open_services(settings: Settings) -> AsyncIterator[Services]:
-    services = Services(settings)
+async def open_services(settings: Settings, make_renderer: RendererFactory | None = None) -> AsyncIterator[Services]:
+    services = Services(settings, make_renderer)
     try:
         yield services
     finally:
         await services.close()
 
 
-async def run(settings: Settings, *, force_sync: bool = False) -> None:
+async def run(settings: Settings, *, force_sync: bool = False, make_renderer: RendererFactory | None = None) -> None:
     """Run the bot until SIGTERM/SIGINT, then drain the runner and close."""
     point_at(settings.discord_api_base, settings.discord_gateway_url)
     settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
@@ -141,7 +145,7 @@ async def run(settings: Settings, *, force_sync: bool = False) -> None:
         import torch
 
         torch.set_num_threads(settings.engine_threads)
-    async with open_services(settings) as services:
+    async with open_services(settings, make_renderer) as services:
         queue = await services.open()
         bot = VQBot(
             bot_config(settings, force_sync=force_sync), queue, on_setup=services.start, max_ratelimit_timeout=30.0
@@ -168,13 +172,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main() -> None:
+def main(make_renderer: RendererFactory | None = None) -> None:
+    """`python -m bot`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
     args = parse_args()
     settings = load_settings()
     token = settings.discord_token.get_secret_value()
     setup_logging(settings.bot_log_level, secrets=(token,), fmt=settings.bot_log_format)
     try:
-        asyncio.run(run(settings, force_sync=args.sync))
+        asyncio.run(run(settings, force_sync=args.sync, make_renderer=make_renderer))
     except Exception as e:
         import discord
 

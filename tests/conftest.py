@@ -1,7 +1,10 @@
-"""Suite-wide settings: one torch thread (steadier timings on 2-core machines), no network for models."""
+"""Suite-wide settings: no network for models; the render-speed switch (tests.support.speed) when it is set."""
 
 from __future__ import annotations
 
 import os
 
+from tests.support import speed
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+speed.install()

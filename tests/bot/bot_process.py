@@ -1,4 +1,8 @@
-"""`python -m bot` as a subprocess pointed at the fake Discord: the same code a server runs, tiny model, CPU."""
+"""`python -m bot` as a subprocess pointed at the fake Discord: the same code a server runs, tiny model, CPU.
+
+It runs through tests.support.gated_bot, which is `python -m bot` with its renderers behind the
+process's `gate` (a FileGate): a test holds a render mid-job with `bot.gate.hold_at(n)`.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ import sys
 from pathlib import Path
 
 from tests.bot.fake_discord import FakeDiscord
+from tests.support import speed
+from tests.support.gate import FileGate
 
-ROOT = Path(__file__).resolve().parents[2]
 BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
 
 
@@ -19,10 +24,11 @@ class BotProcess:
 
     def __init__(self, fake: FakeDiscord, data_dir: Path, log: Path, **env: str) -> None:
         self.fake, self.data_dir, self.log = fake, data_dir, log
-        self.env = {
+        self.gate = FileGate(data_dir.parent / "gate")
+        base = {
             "PATH": os.environ.get("PATH", ""),
             "HOME": os.environ.get("HOME", "/tmp"),
-            "PYTHONPATH": str(ROOT),
+            "VQBOT_TEST_GATE": str(self.gate.directory),
             "HF_HUB_OFFLINE": "1",
             "OMP_NUM_THREADS": "1",
             "DISCORD_TOKEN": BOT_TOKEN,
@@ -49,13 +55,20 @@ class BotProcess:
             "BOT_LOG_LEVEL": "DEBUG",
             **env,
         }
+        self.env = speed.child_env(base)
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self, within: float = 60.0) -> None:
         self.fake.identified.clear()
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "bot", cwd=self.data_dir.parent, env=self.env, stdout=out, stderr=out
+                sys.executable,
+                "-m",
+                "tests.support.gated_bot",
+                cwd=self.data_dir.parent,
+                env=self.env,
+                stdout=out,
+                stderr=out,
             )
         waiter = asyncio.create_task(self.fake.identified.wait())
         exited = asyncio.create_task(self.proc.wait())
@@ -74,9 +87,13 @@ class BotProcess:
         if self.proc is not None and self.proc.returncode is None:
             self.proc.kill()
             await self.proc.wait()
+            self.gate.forget(self.proc.pid)
 
-    async def terminate(self, within: float = 30.0) -> int:
-        """SIGTERM, as systemd or Docker stop it; returns the exit code."""
+    def stop(self) -> None:
+        """SIGTERM, as systemd or Docker stop it."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
+
+    async def exit_code(self, within: float = 30.0) -> int:
+        assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), within)

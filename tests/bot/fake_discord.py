@@ -16,13 +16,13 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable
 from typing import Any
 
 import discord.utils
 from aiohttp import WSMsgType, web
 
 from tests.bot import fake_payloads as payloads
+from tests.support.waiting import eventually
 
 ALL_PERMISSIONS = (1 << 50) - 1
 OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
@@ -183,16 +183,6 @@ class FakeDiscord:
     def token_requests(self, token: str) -> list[Request]:
         return [r for r in self.requests if token in r.path]
 
-    async def wait_for(self, predicate: Callable[[], Any], within: float = 30.0, what: str = "condition") -> Any:
-        deadline = time.monotonic() + within
-        while True:
-            value = predicate()
-            if value:
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out after {within:.0f} s waiting for {what}")
-            await asyncio.sleep(0.05)
-
     def add_file(self, filename: str, data: bytes, content_type: str) -> dict[str, Any]:
         """Put bytes on the CDN; returns the attachment object to put in an interaction."""
         aid = self.snowflake()
@@ -323,7 +313,7 @@ class FakeDiscord:
     # ---- gateway -----------------------------------------------------------------------------------
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        await self.wait_for(lambda: self._sockets, 30.0, "the bot's gateway connection")
+        await eventually(lambda: self._sockets, 30.0, "the bot's gateway connection")
         frame = json.dumps({"op": 0, "t": event, "s": next(self._seq), "d": data})
         for ws in list(self._sockets):
             with contextlib.suppress(ConnectionError):

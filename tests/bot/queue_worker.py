@@ -1,10 +1,11 @@
 """A bot-less worker process for the crash tests: JobQueue + JobRunner on a database path.
 
-    python -m tests.bot.queue_worker DB DATA_DIR EVENTS [--submit N] [--renderer fake|tiny] ...
+    python -m tests.bot.queue_worker DB DATA_DIR EVENTS [--submit N] [--renderer fake|tiny] [--gate DIR] ...
 
 Submits N jobs (optional), runs until no job is queued or running, and appends one JSON line per
-event (accepted, started, progress, finished) to EVENTS, flushed at once so a SIGKILL loses nothing
-already reported. SIGTERM/SIGINT drain: the running job is checkpointed and given back to the queue.
+event (accepted, ready, started, progress, finished, draining, exit) to EVENTS, flushed at once so a
+SIGKILL loses nothing already reported. SIGTERM/SIGINT drain: the running job is checkpointed and
+given back to the queue. `--gate DIR`: renders wait between iterations as the test's FileGate says.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -25,6 +28,7 @@ from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
 from engine.jobs import JobSpec
 from storage.records import JobRecord, Owner
+from tests.support.gate import FileGate, GatedRenderer
 
 
 class EventLog:
@@ -47,9 +51,9 @@ class EventLog:
         self.write(ev="finished", job=job.id, state=str(job.state), partial=job.partial, paths=list(job.result_paths))
 
 
-def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[object, JobSpec]:
+def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[Callable[[str], Renderer], JobSpec]:
     if kind == "fake":
-        from tests.bot.fake_renderer import FakeRenderer
+        from tests.support.renderer import FakeRenderer
 
         spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, vqgan_model="tiny", clip_model="tiny")
 
@@ -72,6 +76,10 @@ def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[objec
     return tiny, spec
 
 
+def gated(factory: Callable[[str], Renderer], gate: FileGate) -> Callable[[str], Renderer]:
+    return lambda device: GatedRenderer(factory(device), gate)
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("db")
@@ -85,6 +93,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--checkpoint-steps", type=int, default=5)
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--model-dir", default=None)
+    parser.add_argument("--gate", default=None)
     args = parser.parse_args(argv)
     with open(args.events, "a", encoding="utf-8") as out:
         asyncio.run(work(args, EventLog(out)))
@@ -93,6 +102,8 @@ def main(argv: list[str]) -> int:
 
 async def work(args: argparse.Namespace, events: EventLog) -> None:
     factory, base = make_factory(args.renderer, args.step_s, args.model_dir)
+    if args.gate:
+        factory = gated(factory, FileGate(Path(args.gate)))
     spec = dataclasses.replace(base, iterations=args.iterations)
     config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
     queue = await JobQueue.open(Path(args.data), config, db_path=Path(args.db))
@@ -103,7 +114,7 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
             events.write(ev="accepted", job=entry.job.id)
         runner = JobRunner(
             queue,
-            factory,  # type: ignore[arg-type]
+            factory,
             ["cpu"],
             Path(args.data),
             worker_id=args.worker_id,
@@ -112,7 +123,9 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
             checkpoint_every_steps=args.checkpoint_steps,
         )
         await runner.start()
-        runner.install_signal_handlers(grace_s=5.0)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, lambda: loop.create_task(drain_and_say(runner, events)))
         events.write(ev="ready")
         while not runner.stopped.is_set() and await queue.store.active():
             with contextlib.suppress(TimeoutError):
@@ -122,6 +135,14 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
         events.write(ev="exit")
     finally:
         await queue.aclose()
+
+
+async def drain_and_say(runner: JobRunner, events: EventLog) -> None:
+    """Drain as `JobRunner.install_signal_handlers` does, and write "draining" once the running job is marked."""
+    draining = asyncio.create_task(runner.drain(5.0))
+    await asyncio.sleep(0)  # drain() marks the running job before it first waits
+    events.write(ev="draining")
+    await draining
 
 
 if __name__ == "__main__":

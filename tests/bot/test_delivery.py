@@ -3,15 +3,14 @@ that are gone or refuse the bot marked undeliverable; an archived thread's resul
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from bot.ports import JobNotFound
-from tests.bot.conftest import Harness, make_config, running_bot
 from tests.bot.fake_discord import FakeDiscord, Request
-from tests.bot.test_inprocess import ALICE, BOB, file_size, status_message
+from tests.support.bot_harness import ALICE, BOB, Harness, make_config, running_bot, status_edits, status_message
+from tests.support.files import size_of
+from tests.support.waiting import eventually
 
 CHANNEL_POSTS = r"/channels/\d+/messages$"
 SERVER_ERROR = {"code": 0, "message": "503: Service Unavailable"}
@@ -23,22 +22,15 @@ def result_posts(fake: FakeDiscord, channel_id: int | None = None) -> list[Reque
     return [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"/channels/{cid}/messages") and r.files]
 
 
-async def until(check: Callable[[], Awaitable[bool]], within: float = 20.0, what: str = "condition") -> None:
-    for _ in range(int(within / 0.05)):
-        if await check():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 async def test_a_result_post_that_meets_5xx_is_retried_and_posted_once(fake: FakeDiscord, tmp_path: Path) -> None:
     config = make_config(tmp_path, result_retry_delays=(0.2, 0.2, 0.2))
-    async with running_bot(fake, config, step_s=0.1) as h:
+    async with running_bot(fake, config, hold_at=1) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="a harbour", iterations=15)
-        await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0", 10.0, "the status message")
+        await eventually(lambda: status_message(fake, 1)["id"] != "0", 30.0, "the status message")
         fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=2)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
-        await asyncio.sleep(0.5)  # a stray retry would show by now
+        h.gate.release()
+        result = (await eventually(lambda: fake.results(1), 30.0, "the result"))[0]
+        await h.queue.flush_events()  # the delivery is over: a stray retry would have been made
         job = await h.job(1)
     assert [r.status for r in result_posts(fake)] == [503, 503, 200]
     assert len(fake.results(1)) == 1
@@ -49,18 +41,19 @@ async def test_a_result_that_keeps_failing_stays_undelivered_and_is_posted_at_th
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
     config = make_config(tmp_path, result_retry_delays=(0.1, 0.1))
-    async with running_bot(fake, config, step_s=0.05) as h:
+    async with running_bot(fake, config, hold_at=1) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="a harbour", iterations=10)
-        await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0", 10.0, "the status message")
+        await eventually(lambda: status_message(fake, 1)["id"] != "0", 30.0, "the status message")
         fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=100)
-        await fake.wait_for(lambda: len(result_posts(fake)) == 3, 20.0, "three tries")
-        await asyncio.sleep(0.5)
+        h.gate.release()
+        await eventually(lambda: len(result_posts(fake)) == 3, 30.0, "three tries")
+        await h.queue.flush_events()  # the delivery gave up
         assert len(result_posts(fake)) == 3  # bounded: no fourth try while this bot runs
         assert (await h.job(1)).result_message_id is None  # done, undelivered
     fake.clear_faults()
     async with running_bot(fake, config, run_jobs=False) as h:
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result after the restart"))[0]
-        await until(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result after the restart"))[0]
+        await eventually(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
         assert (await h.job(1)).result_message_id == int(result["id"])
     assert len(fake.results(1)) == 1
 
@@ -78,14 +71,14 @@ async def test_a_result_for_a_channel_that_is_gone_is_marked_undeliverable_and_j
     gone = 900000000000000099  # the fake answers 10003 Unknown Channel
     async with running_bot(fake, make_config(tmp_path, result_retry_delays=(0.1, 0.1))) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="a harbour", channel_id=gone)
-        await until(lambda: _delivered(h, 1), 20.0, "the job settled")
-        await asyncio.sleep(0.5)
+        await eventually(lambda: _delivered(h, 1), 30.0, "the job settled")
+        await h.queue.flush_events()  # the delivery is over: a retry would have been made
         job = await h.job(1)
         shown = await fake.slash("job", user_id=BOB, id=1)
-        reply = (await fake.wait_for(lambda: fake.replies(shown), 10.0, "/job's reply"))[0]
+        reply = (await eventually(lambda: fake.replies(shown), 10.0, "/job's reply"))[0]
     assert job.state == "done"
     assert job.result_message_id == 0
-    assert file_size(job.result_paths[0]) > 0  # the file is kept
+    assert size_of(job.result_paths[0]) > 0  # the file is kept
     posts = [r for r in fake.requests if r.method == "POST" and r.path.endswith(f"/channels/{gone}/messages")]
     assert len(posts) == 2  # the status message and one try at the result: never retried
     assert "could not be posted" in reply
@@ -97,8 +90,8 @@ async def test_a_result_for_an_archived_thread_is_posted_in_its_parent_channel(
     fake.archived.add(fake.thread_id)
     async with running_bot(fake, make_config(tmp_path)) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="a harbour", channel_id=fake.thread_id)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result in the parent"))[0]
-        await until(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result in the parent"))[0]
+        await eventually(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
     assert f"<#{fake.thread_id}> is archived" in result["content"]
     assert f"<@{ALICE}>" in result["content"]
     refused = [r for r in result_posts(fake, fake.thread_id)]
@@ -108,11 +101,17 @@ async def test_a_result_for_an_archived_thread_is_posted_in_its_parent_channel(
 async def test_status_edits_stop_when_the_bot_loses_access_but_the_job_goes_on(
     fake: FakeDiscord, tmp_path: Path
 ) -> None:
-    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
-        await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=30)  # about 6 s
-        status = await fake.wait_for(lambda: status_message(fake, 1)["id"] != "0" and status_message(fake, 1))
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=1.0), hold_at=1) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=30)
+        status = await eventually(lambda: status_edits(fake, 1, "rendering") and status_message(fake, 1))
         fake.fail("PATCH", r"/channels/\d+/messages/\d+", 403, {"code": 50013, "message": "Missing Permissions"})
-        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
+        h.gate.allow(5)
+        await eventually(lambda: any(r.status == 403 for r in status_edits(fake, 1)), 30.0, "the refused edit")
+        h.gate.allow(5)  # more progress, and then the end: neither may edit again
+        await h.gate.held()
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
+        await h.queue.flush_events()
     edits = [r.status for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status['id']}")]
     assert 403 in edits
     assert edits[-1] == 403  # no edit after Discord refused one

@@ -6,9 +6,9 @@ import os
 import time
 from pathlib import Path
 
-from tests.bot.conftest import make_config, running_bot
 from tests.bot.fake_discord import FakeDiscord
-from tests.bot.test_inprocess import ALICE, list_dir, png_bytes, read, reply_with
+from tests.support.bot_harness import ALICE, make_config, png_bytes, reply_with, running_bot
+from tests.support.files import names_in, read_bytes
 
 
 async def test_an_image_prompt_is_copied_into_the_job_and_the_download_removed(
@@ -21,8 +21,8 @@ async def test_an_image_prompt_is_copied_into_the_job_and_the_download_removed(
         spec = (await h.job(1)).spec
     copy = spec.image_prompts.replace("\\:", ":")
     assert "inputs" in copy
-    assert read(copy) == png_bytes((40, 30))
-    assert list_dir(tmp_path / "data" / "downloads") == []
+    assert read_bytes(copy) == png_bytes((40, 30))
+    assert names_in(tmp_path / "data" / "downloads") == []
 
 
 async def test_a_refused_job_leaves_none_of_its_downloads(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -34,7 +34,7 @@ async def test_a_refused_job_leaves_none_of_its_downloads(fake: FakeDiscord, tmp
         limited = await fake.slash("imagine", user_id=ALICE, prompt="x", iterations=101, init_image=good)
         await reply_with(fake, limited, "iterations")
         assert await h.count() == 0
-    assert list_dir(tmp_path / "data" / "downloads") == []
+    assert names_in(tmp_path / "data" / "downloads") == []
 
 
 async def test_downloads_left_by_a_crash_are_removed_at_start(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -46,4 +46,4 @@ async def test_downloads_left_by_a_crash_are_removed_at_start(fake: FakeDiscord,
     (config.downloads_dir / "456-init.png").write_bytes(png_bytes())  # another process, downloading now
     async with running_bot(fake, config, run_jobs=False):
         pass
-    assert list_dir(config.downloads_dir) == ["456-init.png"]
+    assert names_in(config.downloads_dir) == ["456-init.png"]

@@ -6,48 +6,30 @@ The subprocess tests in test_e2e.py run `python -m bot` with the real queue and 
 from __future__ import annotations
 
 import asyncio
-import io
 import itertools
 from pathlib import Path
-from typing import Any
 
-from PIL import Image
-
-from tests.bot.conftest import make_config, running_bot
 from tests.bot.fake_discord import ALL_PERMISSIONS, FakeDiscord
 from tests.engine.mediafiles import make_video
-
-ALICE, BOB, MOD = 111111111111111111, 222222222222222222, 333333333333333333
-
-
-def status_message(fake: FakeDiscord, job_id: int) -> dict[str, Any]:
-    """The job's status message, or an empty one before it is posted."""
-    found = [m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**")]
-    return found[-1] if found else {"content": "", "id": "0", "components": []}
-
-
-def file_size(path: str) -> int:
-    return Path(path).stat().st_size
-
-
-def read(path: str) -> bytes:
-    return Path(path).read_bytes()
-
-
-def list_dir(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir())
-
-
-def png_bytes(size: tuple[int, int] = (32, 32)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, "PNG")
-    return out.getvalue()
+from tests.support.bot_harness import (
+    ALICE,
+    BOB,
+    CAROL as MOD,
+    make_config,
+    png_bytes,
+    reply_with,
+    running_bot,
+    status_edits,
+    status_message,
+)
+from tests.support.files import names_in, read_bytes, size_of
+from tests.support.waiting import eventually
 
 
 async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake, make_config(tmp_path)) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="a lighthouse @everyone", width=64, height=96, seed=5)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
         job = await h.job(1)
 
     ack = fake.replies(sent)
@@ -80,15 +62,17 @@ async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: Fa
 
 
 async def test_progress_edits_carry_previews_and_are_paced(fake: FakeDiscord, tmp_path: Path) -> None:
-    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
-        await fake.slash("imagine", user_id=ALICE, prompt="a storm", iterations=35)  # about 7 s of "rendering"
-        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
-    status_id = status_message(fake, 1)["id"]
-    edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status_id}")]
-    progress = [r for r in edits if "rendering" in r.payload["content"]]
-    assert len(progress) >= 2
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), hold_at=1) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a storm", iterations=35)
+        for edits in (1, 2, 3):  # the job moves on only after each edit: three edits while it renders
+            await eventually(lambda n=edits: len(status_edits(fake, 1, "rendering")) >= n, 30.0, f"edit {edits}")
+            h.gate.allow(10)
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
+    progress = status_edits(fake, 1, "rendering")
+    assert len(progress) >= 3
     assert all(name == "preview.webp" for r in progress for name, _ in r.files)
-    assert any(r.files for r in progress)
+    assert progress[0].files  # the first step's preview
     assert "▰" in progress[-1].payload["content"]
     gaps = [b.at - a.at for a, b in itertools.pairwise(progress)]
     assert min(gaps) >= 2.9  # never more than one edit per job every 3 s
@@ -97,24 +81,32 @@ async def test_progress_edits_carry_previews_and_are_paced(fake: FakeDiscord, tm
 async def test_a_rate_limited_status_edit_drops_the_frame_not_the_job(fake: FakeDiscord, tmp_path: Path) -> None:
     fake.rate_limit("PATCH", r"/channels/\d+/messages/\d+", via=False, times=2)  # raised at once by discord.py
     fake.rate_limit("PATCH", r"/channels/\d+/messages/\d+", via=True, retry_after=0.5, times=1)  # slept and retried
-    async with running_bot(fake, make_config(tmp_path), step_s=0.2):
+
+    def patches() -> list[int]:
+        return [r.status for r in fake.requests if r.method == "PATCH"]
+
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=1.0), hold_at=1) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="rain", iterations=30)
-        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
-    statuses = [r.status for r in fake.requests if r.method == "PATCH"]
-    assert statuses.count(429) == 3
-    assert statuses[-1] == 200
+        while patches().count(429) < 3:  # one more step after each edit until every rate limit was met
+            seen = len(patches())
+            await eventually(lambda s=seen: len(patches()) > s, 30.0, "the next status edit")
+            h.gate.allow(1)
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
+    assert patches().count(429) == 3
+    assert patches()[-1] == 200
     assert "✅ done" in status_message(fake, 1)["content"]
 
 
 async def test_a_result_over_the_upload_limit_is_reencoded_and_job_says_so(fake: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake, make_config(tmp_path)) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="noise", width=160, height=160, size_limit=20_000)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
         sent = await fake.slash("job", user_id=BOB, id=1)
-        reply = (await fake.wait_for(lambda: fake.replies(sent), 10.0, "/job's reply"))[0]
+        reply = (await eventually(lambda: fake.replies(sent), 10.0, "/job's reply"))[0]
         job = await h.job(1)
     assert job.upload_limit == 20_000
-    assert file_size(job.result_paths[0]) > 20_000  # the full-size PNG stays on disk
+    assert size_of(job.result_paths[0]) > 20_000  # the full-size PNG stays on disk
     attachment = result["attachments"][0]
     assert attachment["filename"] == "job-1.jpg"
     assert attachment["size"] <= 20_000 * 0.95
@@ -127,7 +119,7 @@ async def test_a_413_from_discord_is_handled_by_reencoding(fake: FakeDiscord, tm
     fake.max_upload_bytes = 8_000
     async with running_bot(fake, make_config(tmp_path)):
         await fake.slash("imagine", user_id=ALICE, prompt="noise", width=96, height=96)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
     posts = [r for r in fake.requests if r.method == "POST" and r.files and "/channels/" in r.path]
     assert next(r.status for r in posts) == 413
     assert posts[-1].status == 200
@@ -136,14 +128,16 @@ async def test_a_413_from_discord_is_handled_by_reencoding(fake: FakeDiscord, tm
 
 
 async def test_a_deleted_status_message_does_not_stop_the_job(fake: FakeDiscord, tmp_path: Path) -> None:
-    async with running_bot(fake, make_config(tmp_path, preview_seconds=3.0), step_s=0.2):
+    async with running_bot(fake, make_config(tmp_path, preview_seconds=1.0), hold_at=1) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=25)
-        first = await fake.wait_for(lambda: [m for m in fake.channel_messages() if m["content"].startswith("**#1**")])
-        fake.delete_message(int(first[0]["id"]))
-        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
-    assert any(r.status == 404 for r in fake.requests if r.method == "PATCH")
+        first = await eventually(lambda: status_edits(fake, 1, "rendering") and status_message(fake, 1))
+        fake.delete_message(int(first["id"]))
+        h.gate.allow(5)  # the next progress edit meets the deleted message
+        await eventually(lambda: any(r.status == 404 for r in fake.requests if r.method == "PATCH"), 30.0, "a 404")
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
     replacement = status_message(fake, 1)
-    assert replacement["id"] != first[0]["id"]
+    assert replacement["id"] != first["id"]
     assert "✅ done" in replacement["content"]
 
 
@@ -151,24 +145,24 @@ async def test_cancel_rights_owner_yes_other_member_no_moderator_yes(fake: FakeD
     async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:  # jobs stay queued
         for _ in range(2):
             await fake.slash("imagine", user_id=ALICE, prompt="a cat")
-        await fake.wait_for(lambda: len(fake.channel_messages()) >= 4)
+        await eventually(lambda: len(fake.channel_messages()) >= 4)
         refused = await fake.slash("cancel", user_id=BOB, job=1)
-        text = (await fake.wait_for(lambda: fake.replies(refused)))[0]
+        text = (await eventually(lambda: fake.replies(refused)))[0]
         assert "only the member" in text
         assert (await h.job(1)).state == "queued"
 
         by_button = await fake.click(status_message(fake, 1), "v1:j:1:cancel", user_id=BOB)
-        assert "only the member" in (await fake.wait_for(lambda: fake.replies(by_button)))[0]
+        assert "only the member" in (await eventually(lambda: fake.replies(by_button)))[0]
 
         own = await fake.slash("cancel", user_id=ALICE)  # the latest by default: job 2
-        await fake.wait_for(lambda: fake.replies(own))
+        await eventually(lambda: fake.replies(own))
         assert (await h.job(2)).state == "cancelled"
         assert (await h.job(1)).state == "queued"
 
         mod = await fake.slash("cancel", user_id=MOD, moderator=True, job=1)
-        await fake.wait_for(lambda: fake.replies(mod))
+        await eventually(lambda: fake.replies(mod))
         assert (await h.job(1)).state == "cancelled"
-        await fake.wait_for(lambda: "cancelled" in status_message(fake, 1)["content"], 5.0, "the status edit")
+        await eventually(lambda: "cancelled" in status_message(fake, 1)["content"], 5.0, "the status edit")
 
 
 async def test_bad_options_are_refused_with_the_reason(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -181,7 +175,7 @@ async def test_bad_options_are_refused_with_the_reason(fake: FakeDiscord, tmp_pa
     async with running_bot(fake, make_config(tmp_path)) as h:
         for options, expected in cases:
             sent = await fake.slash("imagine", user_id=ALICE, **options)
-            reply = (await fake.wait_for(lambda s=sent: fake.replies(s), 10.0, "a refusal"))[0]
+            reply = (await eventually(lambda s=sent: fake.replies(s), 10.0, "a refusal"))[0]
             assert expected in reply
         assert await h.count() == 0
 
@@ -191,17 +185,17 @@ async def test_an_attachment_that_is_not_an_image_is_refused_before_submit(fake:
     real_png = fake.add_file("cat.png", png_bytes(), "image/png")
     async with running_bot(fake, make_config(tmp_path), run_jobs=False) as h:
         bad = await fake.slash("imagine", user_id=ALICE, prompt="x", init_image=fake_png)
-        texts = await fake.wait_for(lambda: [t for t in fake.replies(bad) if "not an image" in t], 10.0, "a refusal")
+        texts = await eventually(lambda: [t for t in fake.replies(bad) if "not an image" in t], 10.0, "a refusal")
         assert "cat.png" in texts[0]
         assert await h.count() == 0
         good = await fake.slash("imagine", user_id=ALICE, prompt="x", init_image=real_png)
-        await fake.wait_for(lambda: [t for t in fake.replies(good) if "accepted" in t], 10.0, "an ack")
+        await eventually(lambda: [t for t in fake.replies(good) if "accepted" in t], 10.0, "an ack")
         spec = (await h.job(1)).spec
     callback = fake.token_requests(bad.token)[0]
     assert callback.payload["type"] == 5  # deferred before downloading
     assert spec.init_image is not None
-    assert read(spec.init_image) == png_bytes()  # the queue's own copy of the checked download
-    assert list_dir(tmp_path / "data" / "downloads") == []
+    assert read_bytes(spec.init_image) == png_bytes()  # the queue's own copy of the checked download
+    assert names_in(tmp_path / "data" / "downloads") == []
 
 
 async def test_member_limit_and_missing_permission_are_refused(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -209,9 +203,9 @@ async def test_member_limit_and_missing_permission_are_refused(fake: FakeDiscord
         first = await fake.slash("imagine", user_id=ALICE, prompt="one")
         await reply_with(fake, first, "accepted")
         second = await fake.slash("imagine", user_id=ALICE, prompt="two")
-        assert "the limit is 1" in (await fake.wait_for(lambda: fake.replies(second)))[0]
+        assert "the limit is 1" in (await eventually(lambda: fake.replies(second)))[0]
         no_attach = await fake.slash("imagine", user_id=BOB, prompt="x", app_permissions=ALL_PERMISSIONS & ~(1 << 15))
-        assert "Attach Files" in (await fake.wait_for(lambda: fake.replies(no_attach)))[0]
+        assert "Attach Files" in (await eventually(lambda: fake.replies(no_attach)))[0]
         assert await h.count() == 1
 
 
@@ -220,9 +214,9 @@ async def test_queue_and_job_show_positions_and_parameters(fake: FakeDiscord, tm
         await reply_with(fake, await fake.slash("imagine", user_id=ALICE, prompt="first"), "accepted")
         await reply_with(fake, await fake.slash("imagine", user_id=BOB, prompt="second", seed=42), "accepted")
         listing = await fake.slash("queue", user_id=BOB)
-        text = (await fake.wait_for(lambda: fake.replies(listing)))[0]
+        text = (await eventually(lambda: fake.replies(listing)))[0]
         shown = await fake.slash("job", user_id=ALICE, id=2)
-        job = (await fake.wait_for(lambda: fake.replies(shown)))[0]
+        job = (await eventually(lambda: fake.replies(shown)))[0]
     assert "2 job(s)" in text
     assert "#2" in text
     assert "(yours)" in text.split("#2")[1].split("\n")[0]
@@ -235,18 +229,18 @@ async def test_result_buttons_start_jobs_for_the_clicker(fake: FakeDiscord, tmp_
     config = make_config(tmp_path)
     async with running_bot(fake, config):
         await fake.slash("imagine", user_id=ALICE, prompt="a bridge", seed=3)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
     # a new bot object (as after a restart) still understands the old message's buttons
     async with running_bot(fake, config, run_jobs=False) as h:
         vary = await fake.click(result, "v1:j:1:vary", user_id=BOB)
-        await fake.wait_for(lambda: [t for t in fake.replies(vary) if "accepted" in t], 10.0, "an ack")
+        await eventually(lambda: [t for t in fake.replies(vary) if "accepted" in t], 10.0, "an ack")
         reroll = await fake.click(result, "v1:j:1:reroll", user_id=BOB)
-        await fake.wait_for(lambda: [t for t in fake.replies(reroll) if "accepted" in t], 10.0, "an ack")
+        await eventually(lambda: [t for t in fake.replies(reroll) if "accepted" in t], 10.0, "an ack")
         first, second, third = await h.job(1), await h.job(2), await h.job(3)
     s2, s3 = second.spec, third.spec
     assert second.owner.user_id == BOB
     assert s2.init_image is not None
-    assert read(s2.init_image) == read(first.result_paths[0])
+    assert read_bytes(s2.init_image) == read_bytes(first.result_paths[0])
     assert s2.seed is None
     assert third.owner.user_id == BOB
     assert s3.text_prompts == "a bridge"
@@ -260,21 +254,21 @@ async def test_the_upscale_button_asks_for_the_tiny_upscaler_under_the_tiny_mode
     config = make_config(tmp_path)
     async with running_bot(fake, config):
         await fake.slash("imagine", user_id=ALICE, prompt="a bridge", seed=3)
-        result = (await fake.wait_for(lambda: fake.results(1), 20.0, "the result"))[0]
+        result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
     async with running_bot(fake, config, run_jobs=False) as h:
         upscale = await fake.click(result, "v1:j:1:upscale", user_id=BOB)
-        await fake.wait_for(lambda: [t for t in fake.replies(upscale) if "accepted" in t], 10.0, "an ack")
+        await eventually(lambda: [t for t in fake.replies(upscale) if "accepted" in t], 10.0, "an ack")
         first, second = await h.job(1), await h.job(2)
     assert second.owner.user_id == BOB
     assert (second.spec.kind.value, second.spec.upscale_model) == ("upscale", "tiny")
     assert second.spec.init_image is not None
-    assert read(second.spec.init_image) == read(first.result_paths[0])
+    assert read_bytes(second.spec.init_image) == read_bytes(first.result_paths[0])
 
 
 async def test_commands_outside_the_allowed_channels_are_refused(fake: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake, make_config(tmp_path, allowed_channels=(fake.channel_id,))) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="x", channel_id=fake.other_channel_id)
-        assert "not allowed in this channel" in (await fake.wait_for(lambda: fake.replies(sent)))[0]
+        assert "not allowed in this channel" in (await eventually(lambda: fake.replies(sent)))[0]
         assert await h.count() == 0
 
 
@@ -298,7 +292,7 @@ async def test_style_checks_the_video_then_submits_a_style_transfer(fake: FakeDi
     assert spec.kind == "style_transfer"
     assert (spec.extraction_fps, spec.source_image_weight, spec.frames) == (4.0, 1.5, 4)
     assert spec.video is not None
-    assert read(spec.video)[4:8] == b"ftyp"  # the checked MP4 went to the queue
+    assert read_bytes(spec.video)[4:8] == b"ftyp"  # the checked MP4 went to the queue
 
 
 async def test_animate_submits_frames_zoom_and_shift(fake: FakeDiscord, tmp_path: Path) -> None:
@@ -314,26 +308,23 @@ async def test_animate_submits_frames_zoom_and_shift(fake: FakeDiscord, tmp_path
 async def test_an_old_status_message_that_refuses_edits_is_replaced(fake: FakeDiscord, tmp_path: Path) -> None:
     too_old = {"code": 30046, "message": "Maximum number of edits to messages older than 1 hour reached."}
     fake.fail("PATCH", r"/channels/\d+/messages/\d+", 429, too_old, headers={"Retry-After": "1"})
-    async with running_bot(fake, make_config(tmp_path), step_s=0.2):
+    async with running_bot(fake, make_config(tmp_path), hold_at=1) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="fog", iterations=25)
-        await fake.wait_for(lambda: fake.results(1), 30.0, "the result")
+        await eventually(lambda: any(r.status == 429 for r in fake.requests if r.method == "PATCH"), 30.0, "a refusal")
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
     statuses = [m for m in fake.channel_messages() if m["content"].startswith("**#1**")]
     assert len(statuses) == 2  # the one Discord refused, and its replacement
     assert "✅ done" in statuses[-1]["content"]
-
-
-async def reply_with(fake: FakeDiscord, sent: object, word: str) -> str:
-    found = await fake.wait_for(lambda: [t for t in fake.replies(sent) if word in t], 15.0, f"a reply with {word!r}")  # type: ignore[arg-type]
-    return found[0]
 
 
 async def test_queued_positions_refresh_when_they_move(fake: FakeDiscord, tmp_path: Path) -> None:
     async with running_bot(fake, make_config(tmp_path, queue_refresh_seconds=0.5), run_jobs=False):
         for prompt in ("first", "second"):
             await fake.slash("imagine", user_id=ALICE, prompt=prompt)
-        await fake.wait_for(lambda: "position 2" in status_message(fake, 2)["content"], 5.0, "job 2 at position 2")
+        await eventually(lambda: "position 2" in status_message(fake, 2)["content"], 5.0, "job 2 at position 2")
         cancel = await fake.slash("cancel", user_id=ALICE, job=1)
         await reply_with(fake, cancel, "job")
-        await fake.wait_for(lambda: "position 1" in status_message(fake, 2)["content"], 5.0, "job 2 moving up")
+        await eventually(lambda: "position 1" in status_message(fake, 2)["content"], 5.0, "job 2 moving up")
     edits = [r for r in fake.requests if r.method == "PATCH" and r.path.endswith(status_message(fake, 2)["id"])]
     assert len(edits) == 1  # edited once, when its position changed

@@ -18,7 +18,9 @@ from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
 from engine.jobs import JobSpec, JobStatus
 from storage.records import JobRecord, Owner
-from tests.bot.fake_renderer import PNG_1X1, FakeRenderer
+from tests.support.gate import StepGate
+from tests.support.renderer import PNG_1X1, FakeRenderer
+from tests.support.waiting import eventually
 
 SPEC = JobSpec(
     text_prompts="a fox", width=64, height=64, iterations=10, num_cuts=4, vqgan_model="tiny", clip_model="tiny"
@@ -71,12 +73,12 @@ async def start_runner(queue: JobQueue) -> AsyncIterator[RunnerFactory]:
     runners: list[JobRunner] = []
 
     async def start(
-        step_s: float = 0.005, devices: tuple[str, ...] = ("cpu",), **kw: object
+        step_s: float = 0.002, devices: tuple[str, ...] = ("cpu",), gate: StepGate | None = None, **kw: object
     ) -> tuple[JobRunner, dict[str, FakeRenderer]]:
         built: dict[str, FakeRenderer] = {}
 
         def make(device: str) -> FakeRenderer:
-            built[device] = FakeRenderer(device, step_s=step_s)
+            built[device] = FakeRenderer(device, step_s=step_s, gate=gate)
             return built[device]
 
         runner = JobRunner(queue, make, devices, queue.data_dir, lease_s=3.0, poll_s=0.05, **kw)  # type: ignore[arg-type]
@@ -118,14 +120,19 @@ async def test_jobs_run_on_the_device_thread_in_fair_order_and_report_on_the_loo
 async def test_previews_are_requested_only_when_due(queue: JobQueue, start_runner: RunnerFactory) -> None:
     events = Recorder()
     queue.subscribe(events)
-    _, renderers = await start_runner(step_s=0.01, preview_interval_s=0.1)
+    gate = StepGate(hold_at=1)
+    _, renderers = await start_runner(preview_interval_s=0.5, gate=gate)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=60))).job
+    await gate.held()  # step 1 had its preview
+    await asyncio.sleep(0.6)  # the next is due now: the runner's clock has moved past the interval
+    gate.release()
     await events.until(lambda: job.id in events.finished)
     with_preview = [u for u in events.progress if u.preview is not None]
     assert len(events.progress) == 60
+    assert with_preview[0].step == 1
+    assert with_preview[1].step == 2  # the first iteration after the interval
     elapsed = events.progress_times[-1] - events.progress_times[0]
-    assert 2 <= len(with_preview) <= elapsed / 0.1 + 2  # one per 0.1 s, never one per iteration
-    assert len(with_preview) < 30
+    assert len(with_preview) <= elapsed / 0.5 + 2  # one per 0.5 s, never one per iteration
     assert renderers["cpu"].previews == len(with_preview)
     assert events.progress[-1].eta_done_s == 0.0
 
@@ -135,18 +142,18 @@ async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
 ) -> None:
     events = Recorder()
     queue.subscribe(events)
-    _, renderers = await start_runner(step_s=0.01)
+    gate = StepGate(hold_at=5)
+    await start_runner(gate=gate)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
-    await events.until(lambda: len(events.progress) >= 5)
+    await gate.held()
     with pytest.raises(NotAllowed, match="only the member who asked"):
         await queue.cancel(job.id, by_user=BOB.user_id)
     await queue.cancel(job.id, by_user=ALICE.user_id)
-    reached = renderers["cpu"].reached  # the cancel flag is already set when `cancel` returns
     await events.until(lambda: job.id in events.finished)
     done = events.finished[job.id]
     assert done.state == JobStatus.CANCELLED
     assert done.partial
-    assert done.step <= reached + 1  # it finished the iteration it was in, and no more
+    assert done.step == 5  # it stopped where it was, between two iterations
     (path,) = done.result_paths
     assert read(path) == PNG_1X1
     assert [j.id for j in await queue.undelivered()] == [job.id]  # the partial is delivered
@@ -157,9 +164,10 @@ async def test_a_cancel_from_another_process_arrives_with_the_heartbeat(
 ) -> None:
     events = Recorder()
     queue.subscribe(events)
-    await start_runner(step_s=0.01)  # lease 3 s: a heartbeat every second
+    gate = StepGate(hold_at=3)
+    await start_runner(gate=gate)  # lease 3 s: a heartbeat every second
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
-    await events.until(lambda: len(events.progress) >= 3)
+    await gate.held()
     assert await queue.store.request_cancel(job.id)  # what `cancel` does in a process that does not run the job
     await events.until(lambda: job.id in events.finished, limit_s=5)
     assert events.finished[job.id].state == JobStatus.CANCELLED
@@ -188,19 +196,20 @@ async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
 async def test_checkpoints_are_stored_while_a_job_runs(queue: JobQueue, start_runner: RunnerFactory) -> None:
     events = Recorder()
     queue.subscribe(events)
-    await start_runner(step_s=0.01, checkpoint_every_steps=7)
+    gate = StepGate(hold_at=30)
+    await start_runner(gate=gate, checkpoint_every_steps=7)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
-    await events.until(lambda: len(events.progress) >= 30)
-    for _ in range(100):  # the writes are asynchronous: give the one for step 21 time to land
-        stored = await queue.get(job.id)
-        if (stored.checkpoint_step or 0) >= 21:
-            break
-        await asyncio.sleep(0.05)
-    assert stored.checkpoint_step is not None
-    assert stored.checkpoint_step % 7 == 0
-    assert stored.checkpoint_step >= 21
+    await gate.held()
+    # the writes are asynchronous: the one for step 28 lands while the job waits at step 30
+    stored = await eventually(lambda: _checkpointed(queue, job.id, 28), 30.0, "the checkpoint of step 28")
+    assert stored.checkpoint_step == 28  # every 7 steps: 7, 14, 21, 28
     await queue.cancel(job.id, by_user=ALICE.user_id)
     await events.until(lambda: job.id in events.finished)
+
+
+async def _checkpointed(queue: JobQueue, job_id: int, step: int) -> JobRecord | None:
+    stored = await queue.get(job_id)
+    return stored if (stored.checkpoint_step or 0) >= step else None
 
 
 async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
@@ -208,21 +217,24 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
 ) -> None:
     events = Recorder()
     queue.subscribe(events)
-    first, _ = await start_runner(step_s=0.01, checkpoint_every_steps=1000)
+    gate = StepGate(hold_at=20)
+    first, _ = await start_runner(gate=gate, checkpoint_every_steps=1000)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=300))).job
-    await events.until(lambda: len(events.progress) >= 20)
+    await gate.held()
     loop = asyncio.get_running_loop()
     began = loop.time()
-    await first.drain()
+    draining = asyncio.create_task(first.drain())
+    await asyncio.sleep(0)  # drain() marks the running job before it first waits
+    gate.release()  # the next iteration checkpoints and stops
+    await draining
     assert loop.time() - began < 2.0
     stored = await queue.get(job.id)
     assert stored.state == JobStatus.QUEUED  # not cancelled: it goes on after the restart
-    assert stored.checkpoint_step is not None
-    assert stored.checkpoint_step >= 20
+    assert stored.checkpoint_step == 21
     assert job.id not in events.finished
-    _, renderers = await start_runner(step_s=0.001)
+    _, renderers = await start_runner()
     await events.until(lambda: job.id in events.finished)
-    assert renderers["cpu"].resumed_from == [stored.checkpoint_step]
+    assert renderers["cpu"].resumed_from == [21]
     done = events.finished[job.id]
     assert done.state == JobStatus.DONE
     assert done.attempt == 2
@@ -232,20 +244,18 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
 async def test_a_runner_that_loses_its_lease_discards_its_attempt(queue: JobQueue, start_runner: RunnerFactory) -> None:
     events = Recorder()
     queue.subscribe(events)
-    await start_runner(step_s=0.01)
+    gate = StepGate(hold_at=3)
+    await start_runner(gate=gate)
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
-    await events.until(lambda: len(events.progress) >= 3)
+    await gate.held()
     # another process decides the lease is dead and takes the job
     await queue.store.expire_leases("")
     thief = await queue.store.claim_next("thief/cpu", lease_s=60, now=time.time(), choose=lambda state: None)
     assert thief is not None
     assert thief.attempt == 2
     first_attempt_dir = queue.data_dir / "outputs" / str(job.id) / "a1"
-    for _ in range(100):  # the heartbeat notices within lease_s / 3
-        if not first_attempt_dir.exists():
-            break
-        await asyncio.sleep(0.05)
-    assert not first_attempt_dir.exists()
+    # the heartbeat notices within lease_s / 3 and cancels the render, which was waiting at the gate
+    await eventually(lambda: not first_attempt_dir.exists(), 30.0, "the first attempt's folder to go")
     await queue.flush_events()
     assert job.id not in events.finished
     stored = await queue.get(job.id)
@@ -287,7 +297,10 @@ async def test_two_devices_run_two_members_at_once_but_never_one_member_twice(
     for _ in range(3):
         await queue.submit(ALICE, _with(SPEC, iterations=15))
     await queue.submit(BOB, _with(SPEC, iterations=15))
-    _, renderers = await start_runner(step_s=0.01, devices=("cpu:0", "cpu:1"))
+    gate = StepGate(hold_at=1)
+    _, renderers = await start_runner(devices=("cpu:0", "cpu:1"), gate=gate)
+    await gate.held(count=2)  # both devices have a job at once: one of each member's
+    gate.release()
     await events.until(lambda: len(events.finished) == 4)
     assert counting.most == {ALICE.user_id: 1, BOB.user_id: 1}  # the per-member running cap held
     assert all(r.rendered_on for r in renderers.values())  # both devices worked

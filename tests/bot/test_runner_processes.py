@@ -1,7 +1,8 @@
 """Real worker processes on one database: SIGKILL mid-job, two workers at once, SIGTERM drain.
 
-Each worker is `tests/bot/queue_worker.py` (JobQueue + JobRunner, the fake renderer) and reports
-its events as JSON lines, which these tests read back.
+Each worker is `tests/bot/queue_worker.py` (JobQueue + JobRunner, the fake renderer or the tiny
+engine) and reports its events as JSON lines, which these tests read back. A test that needs a job
+to be mid-render holds it there with a `FileGate` the workers share.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -23,6 +23,9 @@ import pytest
 from bot.queue import JobQueue, QueueConfig
 from engine.jobs import JobSpec, JobStatus
 from storage.records import JobRecord, Owner
+from tests.support import speed
+from tests.support.gate import FileGate
+from tests.support.waiting import eventually_sync
 
 ROOT = Path(__file__).resolve().parents[2]
 Event = dict[str, Any]
@@ -35,7 +38,7 @@ class Worker:
         self.tmp = tmp
         self.events = tmp / "events.jsonl"
         self.output = (tmp / f"worker-{time.monotonic_ns()}.log").open("w")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = speed.child_env()
         command = [
             sys.executable,
             "-m",
@@ -64,14 +67,8 @@ def read_events(path: Path) -> list[Event]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def wait_for(path: Path, condition: Callable[[list[Event]], bool], limit_s: float = 30.0) -> list[Event]:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        events = read_events(path)
-        if condition(events):
-            return events
-        time.sleep(0.02)
-    raise AssertionError(f"timed out; events so far: {read_events(path)[-5:]}")
+def wait_for(path: Path, condition: Callable[[list[Event]], bool], limit_s: float = 60.0) -> list[Event]:
+    return eventually_sync(lambda: condition(events := read_events(path)) and events, limit_s, f"events in {path}")  # type: ignore[no-any-return]
 
 
 def jobs_in(db: Path, data: Path) -> list[JobRecord]:
@@ -107,28 +104,21 @@ def workers(tmp_path: Path) -> Iterator[list[Worker]]:
 def test_a_worker_killed_mid_job_resumes_it_from_its_checkpoint_and_finishes_each_job_once(
     tmp_path: Path, workers: list[Worker], renderer: str, jobs: int, iterations: int, every: int, kill_at: int
 ) -> None:
-    common = (
-        "--renderer",
-        renderer,
-        "--iterations",
-        str(iterations),
-        "--step-s",
-        "0.02",
-        "--checkpoint-steps",
-        str(every),
-    )
-    first = Worker(tmp_path, "--submit", str(jobs), *common)
+    gate = FileGate(tmp_path / "gate")
+    gate.hold_at(kill_at)
+    common = ("--renderer", renderer, "--iterations", str(iterations), "--checkpoint-steps", str(every))
+    first = Worker(tmp_path, "--submit", str(jobs), "--gate", str(gate.directory), *common)
     workers.append(first)
-    events = wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= kill_at for e in ev), 120)
-    first.process.send_signal(signal.SIGKILL)
-    assert first.wait() == -signal.SIGKILL
+    assert eventually_sync(gate.waiting, 120, "the first job to reach the gate") == [kill_at]
     interrupted = next(e["job"] for e in reversed(read_events(first.events)) if e["ev"] == "progress")
-    accepted = {e["job"] for e in events if e["ev"] == "accepted"}
+    saved = (kill_at // every) * every  # the last checkpoint before the gate
+    eventually_sync(lambda: checkpoint_of(tmp_path, interrupted) == saved, 60, f"the checkpoint of step {saved}")
+    first.process.send_signal(signal.SIGKILL)  # mid-render: the job waits between two iterations
+    assert first.wait() == -signal.SIGKILL
+    accepted = {e["job"] for e in read_events(first.events) if e["ev"] == "accepted"}
     assert accepted == set(range(1, jobs + 1))
-    (saved,) = [j.checkpoint_step for j in jobs_in(tmp_path / "jobs.db", tmp_path / "data") if j.id == interrupted]
-    assert saved is not None
-    assert saved >= every
 
+    gate.release()
     second = Worker(tmp_path, *common)
     workers.append(second)
     assert second.wait(180) == 0, second.log()
@@ -149,6 +139,11 @@ def test_a_worker_killed_mid_job_resumes_it_from_its_checkpoint_and_finishes_eac
         assert Path(job.result_paths[0]).read_bytes()[:4] == b"\x89PNG"
 
 
+def checkpoint_of(tmp_path: Path, job_id: int) -> int | None:
+    (job,) = [j for j in jobs_in(tmp_path / "jobs.db", tmp_path / "data") if j.id == job_id]
+    return job.checkpoint_step
+
+
 def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, workers: list[Worker]) -> None:
     async def submit() -> None:
         config = QueueConfig(max_queued_per_member=None)
@@ -158,8 +153,12 @@ def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, worke
                 await queue.submit(Owner(user_id=n % 4), spec)
 
     asyncio.run(submit())
-    pair = [Worker(tmp_path, "--iterations", "15", "--step-s", "0.03") for _ in range(2)]
+    gate = FileGate(tmp_path / "gate")
+    gate.hold_at(1)  # each worker's first job waits until both have one
+    pair = [Worker(tmp_path, "--iterations", "15", "--gate", str(gate.directory)) for _ in range(2)]
     workers.extend(pair)
+    eventually_sync(lambda: len(gate.waiting()) == 2, 120, "both workers to hold a job")
+    gate.release()
     assert [w.wait() for w in pair] == [0, 0], [w.log() for w in pair]
     events = read_events(tmp_path / "events.jsonl")
     assert collections.Counter(e["job"] for e in events if e["ev"] == "finished") == dict.fromkeys(range(1, 11), 1)
@@ -171,20 +170,25 @@ def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, worke
 
 
 def test_sigterm_checkpoints_the_running_job_and_exits_within_seconds(tmp_path: Path, workers: list[Worker]) -> None:
-    first = Worker(tmp_path, "--submit", "1", "--iterations", "150", "--step-s", "0.02", "--checkpoint-steps", "1000")
+    gate = FileGate(tmp_path / "gate")
+    gate.hold_at(10)
+    first = Worker(
+        tmp_path, "--submit", "1", "--iterations", "150", "--checkpoint-steps", "1000", "--gate", str(gate.directory)
+    )
     workers.append(first)
-    wait_for(first.events, lambda ev: any(e["ev"] == "progress" and e["step"] >= 10 for e in ev))
+    eventually_sync(gate.waiting, 120, "the job to reach step 10")
     began = time.monotonic()
     first.process.send_signal(signal.SIGTERM)
+    wait_for(first.events, lambda ev: any(e["ev"] == "draining" for e in ev))
+    gate.release()  # its next iteration is checkpointed, and the job given back
     assert first.wait(10) == 0, first.log()
     assert time.monotonic() - began < 5.0
     (job,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
     assert job.state == JobStatus.QUEUED  # given back, not cancelled
-    assert job.checkpoint_step is not None
-    assert job.checkpoint_step >= 10
+    assert job.checkpoint_step == 11
     assert not any(e["ev"] == "finished" for e in read_events(first.events))
 
-    second = Worker(tmp_path, "--iterations", "150", "--step-s", "0.002")
+    second = Worker(tmp_path, "--iterations", "150")
     workers.append(second)
     assert second.wait() == 0, second.log()
     steps = [
@@ -192,6 +196,6 @@ def test_sigterm_checkpoints_the_running_job_and_exits_within_seconds(tmp_path: 
         for e in read_events(tmp_path / "events.jsonl")
         if e["ev"] == "progress" and e["pid"] == second.process.pid
     ]
-    assert steps[0] == job.checkpoint_step + 1
+    assert steps[0] == 12
     (done,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
     assert (done.state, done.step) == (JobStatus.DONE, 150)

@@ -13,6 +13,7 @@ from bot.queue import JobQueue, QueueConfig
 from bot.runner import JobRunner
 from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
+from tests.support.gate import GatedRenderer, StepGate
 
 torch = pytest.importorskip("torch")
 from engine import media  # noqa: E402 - after torch is known to be there
@@ -32,13 +33,10 @@ class Events:
     def __init__(self) -> None:
         self.updates: list[ProgressUpdate] = []
         self.finished: dict[int, JobRecord] = {}
-        self.in_frame_3 = asyncio.Event()
         self.done = asyncio.Event()
 
     def on_progress(self, update: ProgressUpdate) -> None:
         self.updates.append(update)
-        if update.frame >= 3:
-            self.in_frame_3.set()
 
     async def on_started(self, job: JobRecord) -> None:
         pass
@@ -57,14 +55,20 @@ async def test_a_drained_animation_resumes_without_rendering_its_frames_again(tm
     events = Events()
     queue.subscribe(events)
     try:
-        first = JobRunner(queue, build, ["cpu"], tmp_path, checkpoint_every_steps=1000, checkpoint_every_s=1000)
+        gate = StepGate(hold_at=5)  # the first iteration of frame 3 (two iterations a frame)
+        first = JobRunner(
+            queue, lambda d: GatedRenderer(build(d), gate), ["cpu"], tmp_path,
+            checkpoint_every_steps=1000, checkpoint_every_s=1000,
+        )  # fmt: skip
         await first.start()
         job = (await queue.submit(Owner(user_id=1), ANIMATION)).job
-        async with asyncio.timeout(120):
-            await events.in_frame_3.wait()
-        await first.drain(grace_s=60)  # checkpoints at the next iteration and gives the job back
+        await gate.held(within=120)
+        draining = asyncio.create_task(first.drain(grace_s=60))
+        await asyncio.sleep(0)  # drain() marks the running job before it first waits
+        gate.release()  # the next iteration checkpoints and stops
+        await draining
         stopped_at = max(u.step for u in events.updates)
-        assert 5 <= stopped_at < 10
+        assert stopped_at == 6  # in frame 3, past its first iteration
         assert not events.done.is_set()
 
         events.updates.clear()

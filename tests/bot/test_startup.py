@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import build_renderer
-from tests.bot.conftest import make_config, running_bot
 from tests.bot.fake_discord import FakeDiscord
+from tests.support.bot_harness import make_config, running_bot
+from tests.support.waiting import eventually
 
 
 def test_the_renderer_comes_up_with_the_configured_model_loaded(caplog: pytest.LogCaptureFixture) -> None:
@@ -47,10 +48,10 @@ async def test_only_the_application_owner_may_sync_commands(fake: FakeDiscord, t
     async with running_bot(fake, make_config(tmp_path, guild_id=None), run_jobs=False):
         assert global_syncs(fake) == 1
         member = await fake.slash("sync", user_id=111111111111111111, moderator=True)
-        refused = await fake.wait_for(lambda: [t for t in fake.replies(member) if "owner" in t], 10.0, "a refusal")
+        refused = await eventually(lambda: [t for t in fake.replies(member) if "owner" in t], 10.0, "a refusal")
         assert "only the bot's owner" in refused[0]
         assert global_syncs(fake) == 1
         owner = await fake.slash("sync", user_id=fake.owner_id)
-        done = await fake.wait_for(lambda: [t for t in fake.replies(owner) if "Synced" in t], 10.0, "a reply")
+        done = await eventually(lambda: [t for t in fake.replies(owner) if "Synced" in t], 10.0, "a reply")
         assert "global" in done[0]
         assert global_syncs(fake) == 2

@@ -1,0 +1,175 @@
+"""The real VQBot, JobQueue and JobRunner in the test's event loop, logged in to the fake Discord.
+
+Only the engine is replaced, by `FakeRenderer` behind the harness's `StepGate`: a test that needs a
+job to be running holds it with `h.gate.hold_at(n)` and lets it go with `h.gate.release()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import discord
+from PIL import Image
+
+from bot.admission import AdmissionLimits
+from bot.app import BotConfig, VQBot, point_at
+from bot.ports import JobNotFound
+from bot.queue import JobQueue, QueueConfig
+from bot.runner import JobRunner
+from storage.records import JobRecord
+from tests.bot.fake_discord import FakeDiscord
+from tests.support.gate import StepGate
+from tests.support.renderer import FakeRenderer
+from tests.support.waiting import eventually
+
+BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
+ALICE, BOB, CAROL = 111111111111111111, 222222222222222222, 333333333333333333  # members of the fake guild
+
+
+@dataclasses.dataclass
+class Harness:
+    """The bot and its real queue; `runner` is None when jobs are meant to stay queued."""
+
+    bot: VQBot
+    queue: JobQueue
+    runner: JobRunner | None
+    gate: StepGate
+
+    async def job(self, job_id: int) -> JobRecord:
+        return await self.queue.get(job_id)
+
+    async def count(self) -> int:
+        n = 0
+        with contextlib.suppress(JobNotFound):
+            while True:
+                await self.queue.get(n + 1)
+                n += 1
+        return n
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    fake: FakeDiscord,
+    config: BotConfig,
+    *,
+    run_jobs: bool = True,
+    hold_at: int | None = None,
+    max_queued: int = 3,
+    devices: tuple[str, ...] = ("cpu",),
+) -> AsyncIterator[Harness]:
+    """The real discord.py bot in this event loop, over a real queue in `config.data_dir`.
+
+    `hold_at`: the gate's first limit (renders wait after that step until the test moves it).
+    """
+    old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+    point_at(fake.api_base, fake.gateway_url)
+    fake.identified.clear()
+    limits = AdmissionLimits(
+        max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames
+    )
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    queue_config = QueueConfig(devices=devices, max_queued_per_member=max_queued, admission=limits)
+    queue = await JobQueue.open(config.data_dir, queue_config)
+    gate = StepGate(hold_at)
+    runner = JobRunner(
+        queue, lambda device: FakeRenderer(device, noise=True, gate=gate), devices, config.data_dir,
+        preview_interval_s=config.preview_seconds, poll_s=0.1,
+    ) if run_jobs else None  # fmt: skip
+
+    async def start_runner(bot: VQBot) -> None:
+        if runner is not None:
+            await runner.start()
+
+    bot = VQBot(config, queue, on_setup=start_runner)
+    task = asyncio.create_task(bot.start(BOT_TOKEN))
+    try:
+        await asyncio.wait_for(fake.identified.wait(), 15)
+        yield Harness(bot, queue, runner, gate)
+    finally:
+        gate.release()
+        await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client
+        if runner is not None:
+            await runner.drain()
+        await queue.flush_events(limit_s=5.0)
+        await bot.close()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await _finish_dispatched_events()
+        await queue.aclose()
+        await _finish_dispatched_events()  # and any an event handler scheduled while the queue closed
+        discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
+
+
+async def _finish_dispatched_events(timeout_s: float = 5.0) -> None:
+    """Let event tasks discord.py scheduled during close run, so none is left unstarted when the loop ends.
+
+    A task that never started is reported as "coroutine 'Client._run_event' was never awaited" when the
+    test's loop is torn down, which filterwarnings=error turns into an error in a later test. Handlers
+    may dispatch further events, so this repeats until none is left; what is still pending at the
+    deadline is cancelled and awaited (a task cancelled before it starts closes its coroutine quietly).
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    current = asyncio.current_task()
+    while pending := [t for t in asyncio.all_tasks() if t is not current and t.get_name().startswith("discord.py")]:
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            return
+        await asyncio.wait(pending, timeout=left)
+
+
+def make_config(tmp_path: Path, **overrides: Any) -> BotConfig:
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "data",
+        "guild_id": FakeDiscord().guild_id,
+        "models": ("tiny",),
+        "num_cuts": 8,
+        "max_size": 256,
+        "default_size": 64,
+        "max_iterations": 100,
+        "default_iterations": 6,
+        "max_frames": 20,
+        "default_frames": 4,
+        "max_video_seconds": 5.0,
+        "moderator_role": "Render Mods",
+        "preview_seconds": 3.0,
+        "channel_seconds": 0.2,
+    }
+    values.update(overrides)
+    return BotConfig(**values)
+
+
+def png_bytes(size: tuple[int, int] = (32, 32)) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", size, (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
+
+
+def status_message(fake: FakeDiscord, job_id: int) -> dict[str, Any]:
+    """The job's latest status message, or an empty one before it is posted."""
+    found = [m for m in fake.channel_messages() if m["content"].startswith(f"**#{job_id}**")]
+    return found[-1] if found else {"content": "", "id": "0", "components": []}
+
+
+def status_edits(fake: FakeDiscord, job_id: int, word: str = "") -> list[Any]:
+    """PATCH requests to the job's (latest) status message whose text contains `word`, answered or refused."""
+    path = f"/messages/{status_message(fake, job_id)['id']}"
+    return [
+        r
+        for r in fake.requests
+        if r.method == "PATCH" and r.path.endswith(path) and word in ((r.payload or {}).get("content") or "")
+    ]
+
+
+async def reply_with(fake: FakeDiscord, sent: Any, word: str, within: float = 30.0) -> str:
+    """The first reply to the interaction `sent` that contains `word`."""
+    found = await eventually(lambda: [t for t in fake.replies(sent) if word in t], within, f"a reply with {word!r}")
+    return str(found[0])
