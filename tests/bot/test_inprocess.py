@@ -30,6 +30,8 @@ async def test_imagine_acks_then_posts_status_and_result_in_the_channel(fake: Fa
     async with running_bot(fake, make_config(tmp_path)) as h:
         sent = await fake.slash("imagine", user_id=ALICE, prompt="a lighthouse @everyone", width=64, height=96, seed=5)
         result = (await eventually(lambda: fake.results(1), 20.0, "the result"))[0]
+        # a job quicker than its status message: the message is posted, then shows the end at once
+        await eventually(lambda: "✅ done" in status_message(fake, 1)["content"], 20.0, "the final status")
         job = await h.job(1)
 
     ack = fake.replies(sent)

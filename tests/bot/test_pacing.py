@@ -46,7 +46,7 @@ async def test_a_button_click_uses_its_token_for_the_ack_only(fake: FakeDiscord,
         click = await fake.click(first, "v1:j:1:reroll", user_id=BOB)
         await reply_with(fake, click, "accepted")
         second = (await eventually(lambda: fake.results(2), 20.0, "the rerolled result"))[0]
-    assert f"<@{BOB}>" in second["content"]
-    assert "✅ done" in status_message(fake, 2)["content"]  # status and result went through the channel
+        await eventually(lambda: "✅ done" in status_message(fake, 2)["content"], 20.0, "the final status")
+    assert f"<@{BOB}>" in second["content"]  # status and result went through the channel
     used = fake.token_requests(click.token)
     assert [r.method for r in used] == ["POST", "PATCH"]  # the defer, then the ack in its place
