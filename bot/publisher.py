@@ -513,6 +513,13 @@ class DiscordPublisher:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def settled(self, limit_s: float | None = None) -> None:
+        """Wait until the result retries (and job adoptions) under way have ended; the pacers go on."""
+        while self._tasks:
+            done, _ = await asyncio.wait(set(self._tasks), timeout=limit_s)
+            if not done:
+                return
+
     async def close(self) -> None:
         """Stop the pacers."""
         for task in [*self._pacers.values(), *self._tasks]:

@@ -30,7 +30,7 @@ async def test_a_result_post_that_meets_5xx_is_retried_and_posted_once(fake: Fak
         fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=2)
         h.gate.release()
         result = (await eventually(lambda: fake.results(1), 30.0, "the result"))[0]
-        await h.queue.flush_events()  # the delivery is over: a stray retry would have been made
+        await h.settled()  # the delivery is over: a stray retry would have been made
         job = await h.job(1)
     assert [r.status for r in result_posts(fake)] == [503, 503, 200]
     assert len(fake.results(1)) == 1
@@ -47,7 +47,7 @@ async def test_a_result_that_keeps_failing_stays_undelivered_and_is_posted_at_th
         fake.fail("POST", CHANNEL_POSTS, 503, SERVER_ERROR, times=100)
         h.gate.release()
         await eventually(lambda: len(result_posts(fake)) == 3, 30.0, "three tries")
-        await h.queue.flush_events()  # the delivery gave up
+        await h.settled()  # the delivery gave up
         assert len(result_posts(fake)) == 3  # bounded: no fourth try while this bot runs
         assert (await h.job(1)).result_message_id is None  # done, undelivered
     fake.clear_faults()
@@ -72,7 +72,7 @@ async def test_a_result_for_a_channel_that_is_gone_is_marked_undeliverable_and_j
     async with running_bot(fake, make_config(tmp_path, result_retry_delays=(0.1, 0.1))) as h:
         await fake.slash("imagine", user_id=ALICE, prompt="a harbour", channel_id=gone)
         await eventually(lambda: _delivered(h, 1), 30.0, "the job settled")
-        await h.queue.flush_events()  # the delivery is over: a retry would have been made
+        await h.settled()  # the delivery is over: a retry would have been made
         job = await h.job(1)
         shown = await fake.slash("job", user_id=BOB, id=1)
         reply = (await eventually(lambda: fake.replies(shown), 10.0, "/job's reply"))[0]
@@ -111,7 +111,7 @@ async def test_status_edits_stop_when_the_bot_loses_access_but_the_job_goes_on(
         await h.gate.held()
         h.gate.release()
         await eventually(lambda: fake.results(1), 30.0, "the result")
-        await h.queue.flush_events()
+        await h.settled()
     edits = [r.status for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status['id']}")]
     assert 403 in edits
     assert edits[-1] == 403  # no edit after Discord refused one

@@ -51,7 +51,7 @@ class Recorder:
         self.finished[job.id] = job
         self.changed.set()
 
-    async def until(self, condition: Callable[[], bool], limit_s: float = 10.0) -> None:
+    async def until(self, condition: Callable[[], bool], limit_s: float = 60.0) -> None:
         async with asyncio.timeout(limit_s):
             while not condition():
                 self.changed.clear()

@@ -44,6 +44,12 @@ class Harness:
     async def job(self, job_id: int) -> JobRecord:
         return await self.queue.get(job_id)
 
+    async def settled(self) -> None:
+        """Every event handler and result delivery under way has ended (a retry would have been made by now)."""
+        await self.queue.flush_events()
+        await self.bot.publisher.settled()
+        await self.queue.flush_events()
+
     async def count(self) -> int:
         n = 0
         with contextlib.suppress(JobNotFound):
