@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiosqlite
@@ -51,11 +52,45 @@ async def immediate(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
 
     IMMEDIATE takes the write lock at the start, so a read-then-write (a claim, a limit check) cannot be
     overtaken by another process between its read and its write.
+
+    The connection never stays inside a transaction, whatever happens: a statement runs to its end on
+    aiosqlite's thread even when the task awaiting it is cancelled (a heartbeat stopped while it waits
+    for another process's write lock), so BEGIN, COMMIT and ROLLBACK are awaited to completion, and a
+    COMMIT that fails (a full disk, an I/O error) is rolled back. Otherwise every later BEGIN would fail
+    with "cannot start a transaction within a transaction" and the other processes would wait on a
+    write lock that is never released.
     """
-    await conn.execute("BEGIN IMMEDIATE")
+    await _to_completion(conn, conn.execute("BEGIN IMMEDIATE"))
     try:
         yield conn
     except BaseException:
-        await conn.execute("ROLLBACK")
+        await _rollback(conn)
         raise
-    await conn.execute("COMMIT")
+    try:
+        await _to_completion(conn, conn.execute("COMMIT"))
+    except BaseException:
+        await _rollback(conn)
+        raise
+
+
+async def _to_completion(conn: aiosqlite.Connection, statement: Awaitable[object]) -> None:
+    """Await `statement`; if this task is cancelled meanwhile, let it finish, undo what it began, and re-raise."""
+    running = asyncio.ensure_future(statement)
+    try:
+        await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        await _rollback(conn)
+        raise
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    if not conn.in_transaction:
+        return
+    rollback = asyncio.ensure_future(conn.execute("ROLLBACK"))
+    try:
+        await asyncio.shield(rollback)
+    except asyncio.CancelledError:
+        await rollback
+        raise

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from engine.jobs import JobSpec, JobStatus
@@ -173,3 +175,47 @@ async def test_speeds_are_a_moving_average(store: SqliteJobStore) -> None:
     assert await store.record_speed("k", 2.0, now=1.0) == 2.0
     assert await store.record_speed("k", 4.0, now=2.0, alpha=0.5) == 3.0
     assert await store.speeds() == {"k": 3.0}
+
+
+@pytest.mark.parametrize("cancel_after_s", [0.0, 0.3])
+async def test_a_write_cancelled_while_it_waits_for_another_process_leaves_the_store_working(
+    store: SqliteJobStore, tmp_path: Path, cancel_after_s: float
+) -> None:
+    job = await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS)
+    other = await aiosqlite.connect(tmp_path / "jobs.sqlite3", isolation_level=None)
+    try:
+        await other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        write = asyncio.create_task(store.set_status_message(job.id, 42))
+        await asyncio.sleep(cancel_after_s)  # before or while it waits for the lock: either must be safe
+        write.cancel()
+        await other.execute("COMMIT")  # the other process finishes its transaction, as it will
+        with pytest.raises(asyncio.CancelledError):
+            await write
+        # the other process can write again (nothing holds the lock), and so can this store
+        await other.execute("BEGIN IMMEDIATE")
+        await other.execute("COMMIT")
+    finally:
+        await other.close()
+    await store.set_status_message(job.id, 43)
+    assert (await store.get(job.id)).status_message_id == 43
+
+
+async def test_a_failed_commit_is_rolled_back_and_the_next_write_works(
+    store: SqliteJobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS)
+    conn = store._conn  # the one connection: make its next COMMIT fail as a full disk would
+    execute = conn.execute
+    failures = [sqlite3.OperationalError("database or disk is full")]
+
+    def failing(sql: str, *args: object) -> object:
+        if sql == "COMMIT" and failures:
+            raise failures.pop()
+        return execute(sql, *args)
+
+    monkeypatch.setattr(conn, "execute", failing)
+    with pytest.raises(sqlite3.OperationalError, match="disk is full"):
+        await store.set_status_message(job.id, 42)
+    assert (await store.get(job.id)).status_message_id is None  # rolled back
+    await store.set_status_message(job.id, 43)
+    assert (await store.get(job.id)).status_message_id == 43
