@@ -15,7 +15,7 @@ from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 
 torch = pytest.importorskip("torch")
-from engine import media  # noqa: E402 - after torch is known to be there
+from engine.media import probe as media  # noqa: E402 - after torch is known to be there
 from engine.renderer import Renderer  # noqa: E402
 
 ANIMATION = JobSpec(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.smoother import EWMASmoother
+from engine.optim.smoother import EWMASmoother
 
 
 @pytest.mark.parametrize("window", [None, 3])
