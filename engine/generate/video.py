@@ -213,7 +213,7 @@ def _prompt_arguments(text: Any, image: Any, noise: Any) -> tuple[str, str, str]
     )
 
 
-def _frame_list(frames: Sequence[int] | None) -> tuple[int, ...]:
+def _frame_list(frames: object) -> tuple[int, ...]:
     if frames is None:
         return ()
     if isinstance(frames, int) and not isinstance(frames, bool):

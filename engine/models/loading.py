@@ -59,7 +59,7 @@ def load_vqgan(
     return _to_device(model, device, name)
 
 
-def load_clip(name: str, *, device: torch.device, model_dir: Path | None = None, progress: bool = True) -> nn.Module:
+def load_clip(name: str, *, device: torch.device, model_dir: Path | None = None, progress: bool = True) -> CLIP:
     """The CLIP model called `name` (`ViT-B/32`, …, or `tiny`), fp32, eval and frozen, on `device`."""
     if name == TINY:
         return build_tiny_clip().to(device)

@@ -171,7 +171,7 @@ class OptimisationState:
         assert self.optimizer is not None, "set_z first"
         self.optimizer.zero_grad(set_to_none=True)
         total = self.loss()
-        total.backward()
+        torch.autograd.backward(total)
         self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step(total.detach())

@@ -49,9 +49,10 @@ def check_still_spec(spec: JobSpec) -> prompts.ParsedPrompts:
         raise InvalidJob(f"save_every must be a whole number ≥ 1, got {spec.save_every!r}")
     if not isinstance(spec.num_cuts, int) or spec.num_cuts < 1:
         raise InvalidJob(f"num_cuts must be a whole number ≥ 1, got {spec.num_cuts!r}")
-    for name, value in (("cut_power", spec.cut_power), ("learning_rate", spec.learning_rate)):
-        if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-            raise InvalidJob(f"{name} must be a positive number, got {value!r}")
+    positive: tuple[tuple[str, object], ...] = (("cut_power", spec.cut_power), ("learning_rate", spec.learning_rate))
+    for name, number in positive:
+        if not (isinstance(number, int | float) and math.isfinite(number) and number > 0):
+            raise InvalidJob(f"{name} must be a positive number, got {number!r}")
     if not (isinstance(spec.init_weight, int | float) and math.isfinite(spec.init_weight)):
         raise InvalidJob(f"init_weight must be a finite number, got {spec.init_weight!r}")
     parsed = prompts.validate(spec.text_prompts, spec.image_prompts, spec.noise_prompts)

@@ -39,18 +39,10 @@ def load_rgb(path: str | Path, what: str = "image") -> Image.Image:
         raise InvalidJob(f"{what} {str(path)!r} could not be read as an image ({e})") from None
 
 
-
-
 def aspect_size(width: int, height: int, aspect: float) -> tuple[int, int]:
     """The seed's rule: keep the area width·height, take the aspect ratio (width/height) of an init image."""
     y = int(math.sqrt(width * height / aspect))
     return int(aspect * y), y
-
-
-
-
-
-
 
 
 def read_image_with_text(path: Path) -> Image.Image:
@@ -66,7 +58,6 @@ def read_image_with_text(path: Path) -> Image.Image:
             return img
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InvalidJob("file could not be read as a valid image.") from None
-
 
 
 def webp_preview(img: Image.Image, max_side: int = 256) -> bytes:

@@ -35,7 +35,6 @@ def timelapse_path(output: str | Path) -> Path:
     return output.with_name(output.stem + SUFFIX)
 
 
-
 class TimelapseRecorder:
     """Collects the frames of one still's timelapse; `close` removes its working folder."""
 

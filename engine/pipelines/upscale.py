@@ -312,7 +312,9 @@ def _restore(checkpoint: dict[str, Any], frames: int, up_dir: Path) -> list[Path
     return written
 
 
-def _encode(spec: JobSpec, plan: UpscalePlan, scale: int, frames: list[Path], rate: float, output: Path, work: Path) -> None:
+def _encode(
+    spec: JobSpec, plan: UpscalePlan, scale: int, frames: list[Path], rate: float, output: Path, work: Path
+) -> None:
     """MP4 at the source's rate, the source's title and comment (plus the upscale record), its audio, the fit."""
     try:
         tags = read_tags(plan.source)
