@@ -16,11 +16,17 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from engine.config import CUT_METHODS
 from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, JobSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.pipelines.context import RenderContext
+    from engine.pipelines.still import StillStart
 
 PROMPT = "a red apple"
 LEARNING_RATE = 0.1
@@ -69,6 +75,7 @@ def bench_spec(args: argparse.Namespace) -> JobSpec:
 def main(argv: Sequence[str] | None = None) -> int:
     """Build, warm up, time, print the JSON line."""
     args = parse_args(argv)
+    # torch and the models load once the flags have parsed: --help and a bad flag answer at once
     import torch
 
     from engine.devices import resolve_device
@@ -90,13 +97,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         stride = ctx.models_for(spec).stride
         raise SystemExit(f"engine.bench: --size must be at least {stride} {stride}") from None
     samples, cpu_samples = _time_steps(start.state.step, args.warmup, args.iterations, device)
+    result = _result(args, ctx, start, samples, cpu_samples)
+    sys.stdout.flush()
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+def _result(
+    args: argparse.Namespace, ctx: RenderContext, start: StillStart, samples: list[float], cpu_samples: list[float]
+) -> dict[str, Any]:
+    """The JSON object: timings, peak memory and every setting the numbers depend on."""
+    import torch
+
+    device = ctx.device
     if device.type == "cuda":
         peak = int(torch.cuda.max_memory_allocated(device))
         device_name = torch.cuda.get_device_name(device)
     else:
         peak = int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
         device_name = platform.processor() or platform.machine()
-    result = {
+    return {
         "sec_per_iter": {"median": statistics.median(samples), "min": min(samples), "max": max(samples)},
         "peak_memory_bytes": peak,
         "samples": samples,
@@ -126,12 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             "torch": torch.__version__,
         },
     }
-    sys.stdout.flush()
-    print(json.dumps(result), flush=True)
-    return 0
 
 
-def _time_steps(step: Any, warmup: int, iterations: int, device: Any) -> tuple[list[float], list[float]]:
+def _time_steps(
+    step: Callable[[], object], warmup: int, iterations: int, device: torch.device
+) -> tuple[list[float], list[float]]:
     """Wall and process-CPU seconds of each timed step (CPU time is steadier on a shared machine)."""
     import torch
     from tqdm import tqdm

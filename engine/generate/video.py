@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+# Long only by the seed's signature, parameter for parameter, and its documentation.
 def video_frames(
     num_video_frames: int,
     iterations_per_frame: int = 30,
@@ -72,17 +73,8 @@ def video_frames(
     config = (eng_config if eng_config is not None else VQGAN_CLIP_Config()).copy()
     if init_image is not None:
         config.init_image = str(init_image)
-    moves = _moves(num_video_frames, zoom_scale, shift_x, shift_y)
-    if moves is not None:
-        zoom, dx, dy = 1.0, 0, 0  # the per-frame moves replace the constant ones
-        moving = any(m != (1.0, 0, 0) for m in moves)
-    else:
-        assert not callable(zoom_scale)
-        assert not callable(shift_x)
-        assert not callable(shift_y)
-        zoom, dx, dy = zoom_scale, shift_x, shift_y
-        moving = zoom != 1.0 or dx != 0 or dy != 0
-    if moving and iterations_per_frame < 10:
+    moves, (zoom, dx, dy) = _frame_moves(num_video_frames, zoom_scale, shift_x, shift_y)
+    if iterations_per_frame < 10 and any(move != (1.0, 0, 0) for move in moves or [(zoom, dx, dy)]):
         warnings.warn("with fewer than 10 iterations per frame, zoom and shift barely show", stacklevel=2)
     warm_up = 0 if config.init_image else iterations_for_first_frame
     spec = dataclasses.replace(
@@ -109,6 +101,7 @@ def video_frames(
     )
 
 
+# Long only by the seed's signature, parameter for parameter, and its documentation.
 def style_transfer(
     video_frames: list[str] | list[Path],
     eng_config: VQGAN_CLIP_Config | None = None,
@@ -223,15 +216,18 @@ def _frame_list(frames: object) -> tuple[int, ...]:
     return tuple(frames)
 
 
-def _moves(frames: int, zoom: Any, shift_x: Any, shift_y: Any) -> list[tuple[float, int, int]] | None:
-    """Per-frame moves when any of the three is a function of the frame number; None when all are constant."""
+def _frame_moves(
+    frames: int, zoom: Any, shift_x: Any, shift_y: Any
+) -> tuple[list[tuple[float, int, int]] | None, tuple[Any, Any, Any]]:
+    """(per-frame moves, constant move): the moves into frames 2..n when any of the three is a function of the
+    frame number (the constant move is then none), else None and the constant move as given (checked later)."""
     if not any(callable(v) for v in (zoom, shift_x, shift_y)):
-        return None
+        return None, (zoom, shift_x, shift_y)
 
     def at(value: Any, frame: int) -> Any:
         return value(frame) if callable(value) else value
 
-    return [(at(zoom, k), at(shift_x, k), at(shift_y, k)) for k in range(2, frames + 1)]
+    return [(at(zoom, k), at(shift_x, k), at(shift_y, k)) for k in range(2, frames + 1)], (1.0, 0, 0)
 
 
 def _render(

@@ -153,31 +153,7 @@ def encode_video(
     out_rate = in_rate if output_framerate is None else _check_rate("output_framerate", output_framerate)
     if not 0 <= int(crf) <= 51:
         raise InvalidJob(f"crf must be between 0 and 51, not {crf!r}")
-    if frames is not None:
-        stills = [Path(p) for p in frames]
-    elif path_to_stills is not None:
-        stills = list_stills(path_to_stills)
-    else:
-        raise InvalidJob("encode_video needs path_to_stills or frames")
-    if not stills:
-        raise InvalidJob("there are no frames to encode")
-    missing = [p.name for p in stills if not p.is_file()]
-    if missing:
-        raise InvalidJob(f"frame file(s) not found: {', '.join(missing[:3])}")
-    try:
-        with Image.open(stills[0]) as first:
-            size = _even_size(first.size)
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidJob(f"{stills[0].name}: a frame that cannot be read as an image") from exc
-
-    if out_rate != in_rate:
-        # minterpolate drops the last still's display time (the seed's videos came out short): repeat the
-        # last still, then cut at the length the stills should last, so audio copied later stays in sync.
-        interpolate = "tpad=stop_mode=clone:stop=2,minterpolate=" + MINTERPOLATE.format(fps=_rate_arg(out_rate))
-        out_frames = max(1, round(len(stills) * out_rate / in_rate))
-        rate_args = ["-vf", interpolate, "-frames:v", str(out_frames)]
-    else:
-        rate_args = ["-r", _rate_arg(out_rate)]
+    stills, size = _stills_to_encode(path_to_stills, frames)
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = ffmpeg.working_name(output.parent, ".mp4")
@@ -185,7 +161,7 @@ def encode_video(
         args = [
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
             "-framerate", _rate_arg(in_rate), "-i", "pipe:0",
-            *rate_args,
+            *_rate_args(in_rate, out_rate, len(stills)),
             "-c:v", vcodec, "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
             "-metadata", f"title={metadata_title}",
             "-metadata", f"comment={metadata_comment}",
@@ -205,6 +181,38 @@ def encode_video(
         work.unlink(missing_ok=True)
     log.info("encoded %d frames at %s→%s fps into %s", len(stills), _rate_arg(in_rate), _rate_arg(out_rate), output)
     return str(output)
+
+
+def _stills_to_encode(
+    path_to_stills: str | os.PathLike[str] | None, frames: Sequence[str | os.PathLike[str]] | None
+) -> tuple[list[Path], tuple[int, int]]:
+    """The stills in order, and the frame size (even sides) of the first; InvalidJob when one is missing."""
+    if frames is not None:
+        stills = [Path(p) for p in frames]
+    elif path_to_stills is not None:
+        stills = list_stills(path_to_stills)
+    else:
+        raise InvalidJob("encode_video needs path_to_stills or frames")
+    if not stills:
+        raise InvalidJob("there are no frames to encode")
+    missing = [p.name for p in stills if not p.is_file()]
+    if missing:
+        raise InvalidJob(f"frame file(s) not found: {', '.join(missing[:3])}")
+    try:
+        with Image.open(stills[0]) as first:
+            return stills, _even_size(first.size)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise InvalidJob(f"{stills[0].name}: a frame that cannot be read as an image") from exc
+
+
+def _rate_args(in_rate: float, out_rate: float, stills: int) -> list[str]:
+    """ffmpeg's arguments from `stills` frames at `in_rate` to `out_rate`: the same rate, or motion-interpolated."""
+    if out_rate == in_rate:
+        return ["-r", _rate_arg(out_rate)]
+    # minterpolate drops the last still's display time (the seed's videos came out short): repeat the
+    # last still, then cut at the length the stills should last, so audio copied later stays in sync.
+    interpolate = "tpad=stop_mode=clone:stop=2,minterpolate=" + MINTERPOLATE.format(fps=_rate_arg(out_rate))
+    return ["-vf", interpolate, "-frames:v", str(max(1, round(stills * out_rate / in_rate)))]
 
 
 def copy_video_audio(

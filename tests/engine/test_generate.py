@@ -1,4 +1,4 @@
-"""`generate.image`: the seed package's image tests (engine.md §11 items 1–14) on the tiny preset."""
+"""`generate.image`: the seed package's own image tests, as behaviours, on the tiny preset."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The z smoother is a true, causal EWMA (engine.md §4.2), windowed or not."""
+"""The z smoother is a true, causal EWMA (docs/engine.md, "The smoother"), windowed or not."""
 
 from __future__ import annotations
 
