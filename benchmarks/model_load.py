@@ -22,9 +22,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine import models
-from engine.models import build_clip_architecture, build_vqgan_architecture, load_clip, load_vqgan
-from engine.registry import CLIP_MODELS, CLIPSpec
+from engine.models import loading
+from engine.models.loading import build_clip_architecture, build_vqgan_architecture, load_clip, load_vqgan
+from engine.models.registry import CLIP_MODELS, CLIPSpec
 from tests.engine.model_files import clip_archive, taming_yaml, vqgan_checkpoint
 from tests.engine.model_server import ModelServer, Reply
 
@@ -56,7 +56,7 @@ def main() -> None:
         archive = clip_archive(clip_model)
         spec = CLIPSpec("Bench/32", server.serve("/c.pt", Reply(archive)), hashlib.sha256(archive).hexdigest(),
                         224, 512, ())  # fmt: skip
-        models.CLIP_MODELS = {**CLIP_MODELS, spec.name: spec}  # type: ignore[misc]
+        loading.CLIP_MODELS = {**CLIP_MODELS, spec.name: spec}  # type: ignore[misc]
 
         load = {"model_dir": cache, "progress": False, "device": device}
         first_v, loaded = _timed(load_vqgan, "bench_vqgan", yaml_url=yaml_url, ckpt_url=ckpt_url, **load)
@@ -77,7 +77,7 @@ def main() -> None:
 
 
 def vqgan_ddconfig() -> dict[str, object]:
-    from engine.registry import F16_DDCONFIG
+    from engine.models.registry import F16_DDCONFIG
 
     return {key: list(value) if isinstance(value, tuple) else value for key, value in F16_DDCONFIG.items()}
 

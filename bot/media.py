@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from engine.fit import fit_image, fit_video
-from engine.media import check_image, check_video
+from engine.media.probe import check_image, check_video
+from engine.media.shrink import fit_image, fit_video
 
 __all__ = ["check_image", "check_video", "fit"]
 

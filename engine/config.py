@@ -5,19 +5,18 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from engine.jobs import JobKind, JobSpec
+from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, JobKind, JobSpec
 
-CUT_METHODS = ("original", "kornia", "sg3")  # mirrors engine.cutouts, without importing torch
+# The choices a job may name; torch-free here, so the CLI and the checks need no model code to know them.
+CUT_METHODS = ("original", "kornia", "sg3")
 INIT_IMAGE_METHODS = ("original", "decay", "alternate_img_target", "alternate_img_target_decay")
 INIT_NOISE = ("pixels", "gradient")
 OPTIMIZERS = ("Adam", "AdamW", "Adagrad", "Adamax", "RMSprop", "RAdam", "DiffGrad")
-DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
-DEFAULT_CLIP = "ViT-B/32"
 
 
 @dataclasses.dataclass(slots=True)
 class VQGAN_CLIP_Config:  # the seed's class name, so seed scripts keep working
-    """Settings of a VQGAN+CLIP run (engine.md §1.6); `generate.*` copies it and never writes into it."""
+    """Settings of a VQGAN+CLIP run, with the seed's code defaults; `generate.*` copies it and never writes into it."""
 
     output_image_size: list[int] = dataclasses.field(default_factory=lambda: [256, 256])
     init_image: str | None = None

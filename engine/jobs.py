@@ -12,6 +12,12 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+# The model names a job takes when it names none, and the random-weight preset; everyone imports them from here.
+DEFAULT_VQGAN = "vqgan_imagenet_f16_16384"
+DEFAULT_CLIP = "ViT-B/32"
+DEFAULT_UPSCALER = "RealESRGAN_x4plus"
+TINY = "tiny"  # the preset of small random-weight models (engine.models.tiny): offline, seconds on a CPU
+
 
 class JobKind(enum.StrEnum):
     IMAGE = "image"
@@ -30,7 +36,7 @@ class JobStatus(enum.StrEnum):
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class JobSpec:
-    """What to render. Field names follow the seed package where it has one (engine.md §1)."""
+    """What to render. Field names follow the seed package's where it has one (docs/engine.md, "The seed API")."""
 
     kind: JobKind = JobKind.IMAGE
     # prompts, in the engine's syntax: `^` phrases, `|` parts, `body:weight:stop`
@@ -42,10 +48,10 @@ class JobSpec:
     height: int = 256
     iterations: int = 100  # a still: all iterations; a video: iterations per frame
     seed: int | None = None  # None: the renderer draws one and reports it in the Artifact
-    vqgan_model: str = "vqgan_imagenet_f16_16384"
+    vqgan_model: str = DEFAULT_VQGAN
     vqgan_yaml_url: str | None = None  # a custom VQGAN; None: from the registry
     vqgan_ckpt_url: str | None = None
-    clip_model: str = "ViT-B/32"
+    clip_model: str = DEFAULT_CLIP
     num_cuts: int = 32
     cut_power: float = 1.0
     cut_method: str = "kornia"
@@ -76,7 +82,7 @@ class JobSpec:
     source_image_weight: float = 2.0
     source_prompt_weight: float = 0.0
     # upscaling (JobKind.UPSCALE): the image or video to upscale is `init_image` / `video`
-    upscale_model: str = "RealESRGAN_x4plus"  # a registry name (".pth" optional), a weight file, or "tiny"
+    upscale_model: str = DEFAULT_UPSCALER  # a registry name (".pth" optional), a weight file, or "tiny"
     upscale_tile: int | None = None  # tile side in input pixels; 0: whole image; None: chosen by size
     # delivery
     max_bytes: int | None = None  # fit the result under this many bytes

@@ -1,6 +1,6 @@
 """Prompt syntax: `^` separates series phrases, `|` parallel parts, each part is `body[:weight[:stop]]`.
 
-Parsed once into typed values (engine.md §2.3). Standard library only, so the bot can validate a
+Parsed once into typed values (docs/engine.md, "Prompts"). Standard library only, so the bot can validate a
 prompt before it accepts a job. Every error names the part, its position and the problem.
 """
 
@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Protocol
 
 from engine.errors import PromptError
 
@@ -166,15 +167,19 @@ def _simple_tokenizer_module() -> ModuleType:
     return module
 
 
+class _Tokenizer(Protocol):
+    def encode(self, text: str) -> list[int]: ...
+
+
 @functools.cache
-def _tokenizer() -> object:
-    return _simple_tokenizer_module().SimpleTokenizer()
+def _tokenizer() -> _Tokenizer:
+    tokenizer: _Tokenizer = _simple_tokenizer_module().SimpleTokenizer()
+    return tokenizer
 
 
 def count_tokens(text: str) -> int:
     """How many BPE tokens CLIP's tokenizer makes of `text`, without the start and end tokens."""
-    encode = _tokenizer().encode  # type: ignore[attr-defined]
-    return len(encode(text))
+    return len(_tokenizer().encode(text))
 
 
 def check_text_lengths(phrases: Sequence[Phrase]) -> None:

@@ -1,4 +1,5 @@
-"""The suite runs the linters: ruff (style, bugbear, the taming.models ban) and the import contracts."""
+"""The suite runs the linters: ruff (style, bugbear, the taming.models ban, formatting), mypy --strict and the
+import contracts. To hold more of the repository to one of them, add its folder or package to the list."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
+# what `ruff format --check` and `mypy --strict` (pyproject.toml's [tool.mypy]) hold to their rules so far
+FORMATTED = ["engine", "tests/engine", "tests/test_lint.py"]
+TYPED_PACKAGES = ["engine"]
+
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -18,6 +23,18 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 def test_ruff_finds_nothing() -> None:
     result = _run(str(BIN / "ruff"), "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format_changes_nothing() -> None:
+    result = _run(str(BIN / "ruff"), "format", "--check", *FORMATTED)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_mypy_strict_finds_nothing() -> None:
+    # its cache (.mypy_cache, git-ignored) makes a second run take about a second instead of half a minute
+    packages = [arg for package in TYPED_PACKAGES for arg in ("-p", package)]
+    result = _run(sys.executable, "-m", "mypy", *packages)
     assert result.returncode == 0, result.stdout + result.stderr
 
 

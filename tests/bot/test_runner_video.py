@@ -16,7 +16,7 @@ from storage.records import JobRecord, Owner
 from tests.support.gate import GatedRenderer, StepGate
 
 torch = pytest.importorskip("torch")
-from engine import media  # noqa: E402 - after torch is known to be there
+from engine.media import probe as media  # noqa: E402 - after torch is known to be there
 from engine.renderer import Renderer  # noqa: E402
 
 ANIMATION = JobSpec(

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine import ffmpeg
+from engine.media import ffmpeg
 
 # File names that broke the seed package's shell strings: spaces, quotes, ';', non-ASCII, a leading '-'.
 HOSTILE_NAMES = (

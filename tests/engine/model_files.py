@@ -16,8 +16,8 @@ import torch
 from clip.model import CLIP, convert_weights
 from omegaconf import OmegaConf
 
-from engine.tiny import TINY_DDCONFIG
-from engine.vqgan import VQGAN
+from engine.models.tiny import TINY_DDCONFIG
+from engine.models.vqgan import VQGAN
 
 LOSS_TARGET = "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"  # must never be imported
 

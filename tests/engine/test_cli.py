@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.cli import main
+from engine.cli.main import main
 from tests.engine.conftest import pixels
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import media
-from engine.cli import main
+from engine.cli.main import main
+from engine.media import probe
 from tests.engine.mediafiles import make_video
 
 
@@ -21,7 +21,7 @@ def test_upscale_a_png_and_a_video(picture: Path, tmp_path: Path, capsys: pytest
     clip = make_video(tmp_path / "a clip.mp4", seconds=0.5, fps=8, audio="aac")
     out = tmp_path / "out; 'x'.mp4"
     assert main(["upscale", "--input", str(clip), "--model", "tiny", "--tile", "32", "--output", str(out)]) == 0
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert (info.frames, info.width, info.height, info.has_audio) == (4, 128, 96, True)
 
 
@@ -56,4 +56,4 @@ def test_image_timelapse_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert main([*args, "--iterations", "4", "--timelapse", "2", "--seed", "1", "--output", str(out)]) == 0
     timelapse = tmp_path / "apple.timelapse.mp4"
     assert f"saved {timelapse}" in capsys.readouterr().out
-    assert media.probe_video(timelapse).frames == 2
+    assert probe.probe_video(timelapse).frames == 2

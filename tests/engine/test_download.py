@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from engine.download import checksum_path, fetch, model_cache_dir
 from engine.errors import ModelLoadError
+from engine.models.download import checksum_path, fetch, model_cache_dir
 from tests.engine.model_server import ModelServer, Reply
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -188,9 +188,7 @@ def test_the_cache_directory_is_chosen_when_asked_for(tmp_path: Path, monkeypatc
 def test_processes_fetching_the_same_file_download_it_once(model_server: ModelServer, model_dir: Path) -> None:
     # Bot workers are separate processes; the slow server makes their downloads overlap unless one waits.
     url = model_server.serve("/shared.ckpt", Reply(PAYLOAD, pause_s=1.0))
-    code = (
-        "import sys; from pathlib import Path; from engine.download import fetch; fetch(sys.argv[1], Path(sys.argv[2]))"
-    )
+    code = "import sys; from pathlib import Path; from engine.models.download import fetch; fetch(sys.argv[1], Path(sys.argv[2]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with ExitStack() as stack:
         workers = [

@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from engine import esrgan
 from engine.errors import InvalidJob, ModelLoadError
+from engine.esrgan import inference_realesrgan
+from engine.models import esrgan
 from tests.engine.mediafiles import make_video
 from tests.engine.model_server import ModelServer, Reply
 from tests.engine.rrdbnet import RRDBNet, save_official
@@ -46,7 +47,7 @@ def test_a_png_is_upscaled_by_the_model_exactly(nets: dict, tmp_path: Path, scal
     source.parent.mkdir()
     img = _noise((40, 32))  # a multiple of 4: spandrel pads other sizes for the ×2 layout, changing the border
     img.save(source)
-    [written] = esrgan.inference_realesrgan(source, str(weights), output_images_path=tmp_path / "out")
+    [written] = inference_realesrgan(source, str(weights), output_images_path=tmp_path / "out")
     assert Path(written) == tmp_path / "out" / "still.png"
     with Image.open(written) as out:
         assert out.size == (40 * scale, 32 * scale)
@@ -67,7 +68,7 @@ def test_a_jpg_keeps_its_exif(nets: dict, tmp_path: Path) -> None:
     exif[0x0131] = "vqbot test"  # Software
     exif[0x010E] = "a red apple | blurry:-0.5"  # ImageDescription
     _noise((32, 24)).save(source, exif=exif.tobytes())
-    [written] = esrgan.inference_realesrgan(source, str(nets[4][1]), output_images_path=tmp_path / "out")
+    [written] = inference_realesrgan(source, str(nets[4][1]), output_images_path=tmp_path / "out")
     with Image.open(written) as out:
         assert out.format == "JPEG"
         assert out.size == (128, 96)
@@ -82,7 +83,7 @@ def test_a_folder_gives_one_output_per_file_with_metadata(nets: dict, tmp_path: 
         info = PngImagePlugin.PngInfo()
         info.add_text("text_prompts", f"frame {index} 🌲")
         _noise((24, 16), index).save(frames / f"frame_{index + 1:012d}.png", pnginfo=info)
-    written = esrgan.inference_realesrgan(frames, str(nets[2][1]))
+    written = inference_realesrgan(frames, str(nets[2][1]))
     assert [Path(p).name for p in written] == [f"frame_{i + 1:012d}.png" for i in range(3)]
     assert {Path(p).parent for p in written} == {tmp_path / "frames_upscaled"}
     for index, path in enumerate(written):
@@ -96,7 +97,7 @@ def test_rgba_becomes_png_with_its_alpha(nets: dict, tmp_path: Path) -> None:
     rgba = _noise((20, 20)).convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize((20, 20)))
     rgba.save(source, lossless=True)
-    [written] = esrgan.inference_realesrgan(source, str(nets[4][1]), output_images_path=tmp_path / "out")
+    [written] = inference_realesrgan(source, str(nets[4][1]), output_images_path=tmp_path / "out")
     assert written.endswith("cutout.png")
     with Image.open(written) as out:
         assert (out.mode, out.size) == ("RGBA", (80, 80))
@@ -107,7 +108,7 @@ def test_rgba_becomes_png_with_its_alpha(nets: dict, tmp_path: Path) -> None:
 def test_an_existing_name_gets_the_upscaled_suffix(nets: dict, tmp_path: Path) -> None:
     source = tmp_path / "still.png"
     _noise((16, 16)).save(source)
-    [written] = esrgan.inference_realesrgan(source, str(nets[2][1]))  # next to the input, whose name exists
+    [written] = inference_realesrgan(source, str(nets[2][1]))  # next to the input, whose name exists
     assert Path(written) == tmp_path / "still_upscaled.png"
     with Image.open(source) as original:
         assert original.size == (16, 16)
@@ -131,16 +132,16 @@ def test_loaded_models_are_reused_and_half_stays_fp32_on_cpu(nets: dict) -> None
 def test_an_mp4_is_not_an_image(nets: dict, tmp_path: Path) -> None:
     clip = make_video(tmp_path / "clip.mp4", seconds=0.2)
     with pytest.raises(InvalidJob, match=r"^file could not be read as a valid image\.$"):
-        esrgan.inference_realesrgan(clip, str(nets[4][1]), output_images_path=tmp_path / "out")
+        inference_realesrgan(clip, str(nets[4][1]), output_images_path=tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
 def test_the_seed_messages_for_bad_inputs(nets: dict, tmp_path: Path) -> None:
     with pytest.raises(InvalidJob, match=r"^input must be a file or a directory\.$"):
-        esrgan.inference_realesrgan(tmp_path / "nothing here", str(nets[4][1]))
+        inference_realesrgan(tmp_path / "nothing here", str(nets[4][1]))
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidJob, match=r"^input directory does not contain any files\.$"):
-        esrgan.inference_realesrgan(tmp_path / "empty", str(nets[4][1]))
+        inference_realesrgan(tmp_path / "empty", str(nets[4][1]))
 
 
 class _Payload:
@@ -158,7 +159,7 @@ def test_a_malicious_pth_is_refused_without_running(tmp_path: Path) -> None:
     image = tmp_path / "in.png"
     _noise((8, 8)).save(image)
     with pytest.raises(ModelLoadError, match="unsafe"):
-        esrgan.inference_realesrgan(image, str(evil), output_images_path=tmp_path / "out")
+        inference_realesrgan(image, str(evil), output_images_path=tmp_path / "out")
     assert not marker.exists()
 
 

@@ -1,4 +1,4 @@
-"""`generate.image`: the seed package's image tests (engine.md §11 items 1–14) on the tiny preset."""
+"""`generate.image`: the seed package's own image tests, as behaviours, on the tiny preset."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from engine import VQGAN_CLIP_Config, generate
-from engine.renderer import Renderer
+from engine.jobs import JobSpec
+from engine.models.cache import ModelCache
 from tests.engine.conftest import pixels
 
 
@@ -19,7 +20,7 @@ def test_validation_messages_in_the_seeds_order_before_any_model_loads(
     def no_loading(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model was loaded before validation finished")
 
-    monkeypatch.setattr(Renderer, "models", no_loading)
+    monkeypatch.setattr(ModelCache, "for_job", no_loading)
     out = tmp_path / "out.png"
     cases = [
         ({"text_prompts": 1, "image_prompts": 2, "noise_prompts": 3, "init_image": "nope", "save_every": "x"},
@@ -173,12 +174,15 @@ def test_one_prompt_with_different_seeds_gives_different_pixels(tmp_path: Path, 
 
 
 def test_the_same_renderer_serves_repeated_calls(tiny_config: VQGAN_CLIP_Config, tmp_path: Path) -> None:
+    tiny = JobSpec(vqgan_model="tiny", clip_model="tiny")
     generate.image(str(tmp_path / "a.png"), tiny_config, text_prompts="a fish", iterations=1)
     renderer = generate.renderer_for("cpu")
-    loaded = (dict(renderer._vqgans), dict(renderer._clips))
+    first = renderer.models(tiny)
     generate.image(str(tmp_path / "b.png"), tiny_config, text_prompts="a cat", iterations=1)
     assert generate.renderer_for("cpu") is renderer
-    assert (renderer._vqgans, renderer._clips) == loaded  # no new model objects
+    again = renderer.models(tiny)
+    assert again.vqgan is first.vqgan  # the same model objects, not loaded again
+    assert again.clip is first.clip
 
 
 def test_cuda_device_falls_back_to_the_cpu_with_a_warning(tmp_path: Path, tiny_config: VQGAN_CLIP_Config) -> None:

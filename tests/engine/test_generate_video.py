@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import VQGAN_CLIP_Config, esrgan, generate, media, video_tools
-from engine.cli import main
+from engine import VQGAN_CLIP_Config, esrgan, generate, video_tools
+from engine.cli.main import main
 from engine.errors import InvalidJob
-from engine.images import read_params
+from engine.media import probe
+from engine.pipelines.images import read_params
 from tests.engine.mediafiles import make_stills, make_video
 from tests.engine.rrdbnet import RRDBNet, save_official
 
@@ -184,7 +185,7 @@ def test_cli_video_writes_an_mp4_of_the_frames_under_a_hostile_name(tmp_path: Pa
         "--output", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert (info.frames, info.fps, info.width, info.height) == (6, 6.0, 64, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
 
@@ -196,7 +197,7 @@ def test_cli_style_keeps_the_audio_and_the_length(clip_with_audio: Path, tmp_pat
         "--extraction-fps", "4", "--iterations-per-frame", "2", "--cutn", "8", "--smoother", "--output", str(out),
     ]  # fmt: skip
     assert main(argv) == 0
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert info.has_audio
     assert 7 <= info.frames <= 9
     assert info.fps == 4.0
@@ -254,7 +255,7 @@ def test_example_zoom_video_frames_upscaled_and_encoded(upscaler_x2: Path, tmp_p
     upscaled = esrgan.inference_realesrgan(tmp_path / "frames", str(upscaler_x2), output_images_path=tmp_path / "up")
     assert len(upscaled) == 3
     assert read_params(upscaled[2])["frame"]["number"] == 3  # the frames' metadata survives the upscale
-    info = media.probe_video(video_tools.encode_video(tmp_path / "zoom.mp4", 30, tmp_path / "up", 30))
+    info = probe.probe_video(video_tools.encode_video(tmp_path / "zoom.mp4", 30, tmp_path / "up", 30))
     assert (info.frames, info.width, info.height) == (3, 128, 128)
 
 
@@ -269,5 +270,5 @@ def test_example_video_extracted_restyled_upscaled_encoded_with_audio(
     esrgan.inference_realesrgan(tmp_path / "styled", str(upscaler_x2), output_images_path=tmp_path / "up")
     silent = video_tools.encode_video(tmp_path / "silent.mp4", 2, tmp_path / "up", 2, "charcoal", "restyled")
     final = video_tools.copy_video_audio(clip_with_audio, silent, tmp_path / "final.mp4")
-    info = media.probe_video(final)
+    info = probe.probe_video(final)
     assert (info.frames, info.width, info.height, info.has_audio) == (4, 144, 104, True)

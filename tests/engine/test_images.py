@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import images
+from engine.pipelines import images
 from engine.renderer import Renderer
 from tests.engine.conftest import tiny_spec
 

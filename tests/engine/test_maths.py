@@ -7,10 +7,11 @@ import math
 import pytest
 import torch
 
-from engine.cutouts import Cutouts
-from engine.losses import PromptTarget, init_weight_loss, normalise, spherical_distance
-from engine.ops import Codebook, clamp_with_grad
-from engine.optimizers import OPTIMIZERS, make_optimizer
+from engine.config import OPTIMIZERS
+from engine.optim.cutouts import Cutouts
+from engine.optim.losses import PromptTarget, init_weight_loss, normalise, spherical_distance
+from engine.optim.optimizers import make_optimizer
+from engine.optim.quantize import Codebook, clamp_with_grad
 
 
 def test_quantize_picks_the_nearest_code_and_passes_the_gradient_straight_through() -> None:

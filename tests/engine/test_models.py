@@ -9,11 +9,12 @@ import clip
 import pytest
 import torch
 
-from engine import models
 from engine.errors import ModelLoadError
-from engine.models import build_clip_architecture, build_vqgan_architecture, load_clip, load_vqgan
-from engine.registry import CLIP_MODELS, DEFAULT_CLIP, DEFAULT_VQGAN, VQGAN_MODELS, CLIPSpec, VQGANKind, VQGANSpec
-from engine.tiny import TINY_DDCONFIG, build_tiny_vqgan
+from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN
+from engine.models import loading
+from engine.models.loading import build_clip_architecture, build_vqgan_architecture, load_clip, load_vqgan
+from engine.models.registry import CLIP_MODELS, VQGAN_MODELS, CLIPSpec, VQGANKind, VQGANSpec
+from engine.models.tiny import TINY_DDCONFIG, build_tiny_vqgan
 from tests.engine.model_files import (
     clip_archive,
     malicious_checkpoint,
@@ -61,7 +62,7 @@ def test_a_registry_model_falls_back_to_its_mirrors(
     yaml_url, ckpt_url = serve_vqgan(model_server, vqgan_checkpoint(source))
     spec = VQGANSpec("mirrored", dead_yaml, dead_ckpt, VQGANKind.PLAIN, TINY_DDCONFIG, 32, 64,
                      yaml_mirrors=(yaml_url,), ckpt_mirrors=(ckpt_url,))  # fmt: skip
-    monkeypatch.setattr(models, "VQGAN_MODELS", {**VQGAN_MODELS, spec.name: spec})
+    monkeypatch.setattr(loading, "VQGAN_MODELS", {**VQGAN_MODELS, spec.name: spec})
     loaded = load_vqgan("mirrored", device=CPU, progress=False)
     assert torch.equal(loaded.codebook, source.codebook)
     assert model_server.hits == {
@@ -114,7 +115,7 @@ def test_clip_is_loaded_from_an_archive_like_openais(
     archive = clip_archive(source)
     url = model_server.serve("/clip/Small-B-16.pt", Reply(archive))
     spec = CLIPSpec("Small/16", url, hashlib.sha256(archive).hexdigest(), 32, 64, ())
-    monkeypatch.setattr(models, "CLIP_MODELS", {**CLIP_MODELS, spec.name: spec})  # a model known to the registry
+    monkeypatch.setattr(loading, "CLIP_MODELS", {**CLIP_MODELS, spec.name: spec})  # a model known to the registry
 
     first = load_clip("Small/16", device=CPU, progress=False)
     second = load_clip("Small/16", device=CPU, progress=False)
@@ -135,7 +136,7 @@ def test_a_clip_file_with_the_wrong_hash_is_refused(
 ) -> None:
     url = model_server.serve("/clip/tampered.pt", Reply(clip_archive(small_clip())))
     spec = CLIPSpec("Tampered", url, hashlib.sha256(b"the real file").hexdigest(), 32, 64, ())
-    monkeypatch.setattr(models, "CLIP_MODELS", {**CLIP_MODELS, spec.name: spec})
+    monkeypatch.setattr(loading, "CLIP_MODELS", {**CLIP_MODELS, spec.name: spec})
     with pytest.raises(ModelLoadError, match="SHA-256"):
         load_clip("Tampered", device=CPU, progress=False)
     assert not model_dir.exists() or not any(model_dir.iterdir())

@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from engine.errors import InvalidJob
-from engine.images import noise_pixels
 from engine.jobs import JobKind, Progress
+from engine.optim.pixels import noise_pixels
 from engine.renderer import Renderer
 from tests.engine.conftest import pixels, tiny_spec
 
@@ -200,7 +200,7 @@ def test_device_out_of_memory_becomes_an_engine_error_with_advice(
     renderer: Renderer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from engine.errors import OutOfMemory
-    from engine.state import OptimisationState
+    from engine.optim.state import OptimisationState
 
     def exhausted(self: OptimisationState) -> torch.Tensor:
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")

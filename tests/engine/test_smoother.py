@@ -1,11 +1,11 @@
-"""The z smoother is a true, causal EWMA (engine.md §4.2), windowed or not."""
+"""The z smoother is a true, causal EWMA (docs/engine.md, "The smoother"), windowed or not."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from engine.smoother import EWMASmoother
+from engine.optim.smoother import EWMASmoother
 
 
 @pytest.mark.parametrize("window", [None, 3])

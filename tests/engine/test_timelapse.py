@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import ffmpeg, media
 from engine.errors import InvalidJob
 from engine.jobs import JobKind, Progress
+from engine.media import ffmpeg, probe
 from engine.renderer import Renderer
 from tests.engine.conftest import tiny_spec
 
@@ -27,7 +27,7 @@ def test_one_frame_per_saved_iteration_and_the_last(
     out = tmp_path / "apple.png"
     artifact = renderer.render(tiny_spec(iterations=iterations, timelapse_every=every), out)
     assert artifact.paths == (str(out), str(tmp_path / "apple.timelapse.mp4"))
-    info = media.probe_video(artifact.paths[1])
+    info = probe.probe_video(artifact.paths[1])
     assert (info.frames, info.width, info.height) == (frames, 64, 64)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["apple.png", "apple.timelapse.mp4"]  # no working files
 
@@ -49,7 +49,7 @@ def test_a_resumed_job_keeps_the_frames_before_its_checkpoint(renderer: Renderer
 
     assert renderer.render(spec, tmp_path / "first.png", on_progress=stop, cancel=cancel).partial
     resumed = renderer.render(spec, tmp_path / "resumed.png", resume=saved[0])
-    assert media.probe_video(resumed.paths[1]).frames == 3
+    assert probe.probe_video(resumed.paths[1]).frames == 3
     assert decoded(Path(resumed.paths[1])) == decoded(Path(whole.paths[1]))
 
 

@@ -16,9 +16,12 @@ import pytest
 import torch
 from PIL import Image
 
-from engine import esrgan, ffmpeg, images, media
+from engine import esrgan as seed_esrgan
 from engine.errors import InvalidJob
 from engine.jobs import JobKind, JobSpec, Progress
+from engine.media import ffmpeg, probe
+from engine.models import esrgan
+from engine.pipelines import images
 from engine.renderer import Renderer
 from tests.engine.conftest import pixels, tiny_spec
 from tests.engine.mediafiles import make_video
@@ -145,7 +148,7 @@ def test_a_video_keeps_its_frame_count_rate_and_audio_at_twice_the_size(
     )
     assert seen == [(k, 8, k) for k in range(1, 9)]
     assert (artifact.frames_done, artifact.width, artifact.height, artifact.partial) == (8, 128, 96, False)
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert (info.frames, info.width, info.height, info.has_audio) == (8, 128, 96, True)
     assert info.fps == pytest.approx(8.0)
     assert info.seconds == pytest.approx(1.0, abs=0.15)
@@ -159,7 +162,7 @@ def test_a_silent_video_under_a_byte_limit(renderer: Renderer, tmp_path: Path) -
     source = make_video(tmp_path / "silent.mp4", seconds=1, fps=6, size=(96, 64))
     out = tmp_path / "big.mp4"
     artifact = renderer.render(upscale(video=str(source), max_bytes=40_000), out)
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert artifact.frames_done == 6
     assert not info.has_audio
     assert out.stat().st_size <= 40_000
@@ -176,7 +179,7 @@ def test_a_cancelled_video_is_playable_with_the_frames_done(renderer: Renderer, 
     artifact = renderer.render(upscale(video=str(clip)), out, on_progress=stop, cancel=cancel)
     assert artifact.partial
     assert artifact.frames_done == 3
-    assert media.probe_video(out).frames == 3
+    assert probe.probe_video(out).frames == 3
 
 
 def test_resume_at_a_frame_boundary_does_not_redo_frames_and_equals_a_whole_run(
@@ -251,7 +254,7 @@ def test_too_many_output_pixels_are_refused(still: Path, clip: Path, tmp_path: P
 
 
 def test_the_seed_api_takes_tiny_as_a_model_filename(still: Path, tmp_path: Path) -> None:
-    [written] = esrgan.inference_realesrgan(still, "tiny", output_images_path=tmp_path)
+    [written] = seed_esrgan.inference_realesrgan(still, "tiny", output_images_path=tmp_path)
     with Image.open(written) as img:
         assert img.size == (128, 128)
         assert img.text["seed"] == "5"  # the seed's wrapper keeps the PNG text chunks too
@@ -267,7 +270,7 @@ _DIGEST = """
 import hashlib, numpy as np, torch
 torch.set_num_threads(1)
 from PIL import Image
-from engine import esrgan
+from engine.models import esrgan
 y, x = np.mgrid[0:24, 0:40]
 img = Image.fromarray(np.stack([x * 6, y * 10, (x * y) % 256], -1).astype(np.uint8))
 out = esrgan.upscale_image(img, esrgan.load_upscaler("tiny"))

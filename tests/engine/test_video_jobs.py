@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import ffmpeg, media
 from engine.errors import InvalidJob
 from engine.jobs import Artifact, JobKind, JobSpec, Progress
+from engine.media import ffmpeg, probe
 from engine.renderer import Renderer
 from tests.engine.mediafiles import make_video
 
@@ -65,7 +65,7 @@ def test_animation_renders_every_frame_with_progress_per_iteration(renderer: Ren
         (4, 1, 2, 8), (4, 2, 2, 9),
     ]  # fmt: skip
     assert {(p.frames, p.steps) for p in seen} == {(4, 9)}
-    info = media.probe_video(tmp_path / "a.mp4")
+    info = probe.probe_video(tmp_path / "a.mp4")
     assert (info.frames, info.fps, info.width, info.height, info.has_audio) == (4, 4.0, 64, 64, False)
     tags = ffmpeg.read_tags(tmp_path / "a.mp4")
     assert tags["title"] == "a forest ^ a city"
@@ -77,7 +77,7 @@ def test_animation_renders_every_frame_with_progress_per_iteration(renderer: Ren
 
 def test_interpolation_raises_the_frame_rate_and_keeps_the_length(renderer: Renderer, tmp_path: Path) -> None:
     renderer.render(anim_spec(iterations=1, interpolate_fps=8.0), tmp_path / "a.mp4")
-    info = media.probe_video(tmp_path / "a.mp4")
+    info = probe.probe_video(tmp_path / "a.mp4")
     assert (info.frames, info.fps) == (8, 8.0)
 
 
@@ -93,7 +93,7 @@ def test_cancel_returns_a_playable_video_of_the_frames_done(renderer: Renderer, 
 
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=on_progress, cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 2, 4)
-    assert media.probe_video(tmp_path / "a.mp4").frames == 2
+    assert probe.probe_video(tmp_path / "a.mp4").frames == 2
     assert len(previews) == 1
     with Image.open(io.BytesIO(previews[0])) as img:
         assert (img.format, img.size) == ("WEBP", (64, 64))
@@ -103,12 +103,12 @@ def test_cancel_in_the_first_frame_still_gives_a_video(renderer: Renderer, tmp_p
     cancel = threading.Event()
     artifact = renderer.render(anim_spec(), tmp_path / "a.mp4", on_progress=lambda p: cancel.set(), cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 1)
-    assert media.probe_video(tmp_path / "a.mp4").frames == 1
+    assert probe.probe_video(tmp_path / "a.mp4").frames == 1
     cancel = threading.Event()
     cancel.set()  # cancelled before it started: the starting picture
     artifact = renderer.render(anim_spec(), tmp_path / "b.mp4", cancel=cancel)
     assert (artifact.partial, artifact.frames_done, artifact.steps_done) == (True, 0, 0)
-    assert media.probe_video(tmp_path / "b.mp4").frames == 1
+    assert probe.probe_video(tmp_path / "b.mp4").frames == 1
 
 
 RESUMABLE = anim_spec(frames=5, smoother=True, smoother_alpha=0.5, smoother_buffer_len=3, seed=None)
@@ -166,7 +166,7 @@ def test_max_bytes_is_honoured(renderer: Renderer, tmp_path: Path) -> None:
     spec = anim_spec(width=128, height=128, frames=3, iterations=1, fps=1.0, interpolate_fps=24.0, max_bytes=40_000)
     renderer.render(spec, tmp_path / "small.mp4")
     assert (tmp_path / "small.mp4").stat().st_size <= 40_000
-    info = media.probe_video(tmp_path / "small.mp4")
+    info = probe.probe_video(tmp_path / "small.mp4")
     assert (info.frames, info.fps) == (72, 24.0)
 
 
@@ -213,7 +213,7 @@ def test_style_transfer_gives_one_frame_per_source_frame_with_the_audio(
         tmp_path / "s.mp4",
         on_progress=seen.append,
     )
-    info = media.probe_video(tmp_path / "s.mp4")
+    info = probe.probe_video(tmp_path / "s.mp4")
     assert (info.frames, info.fps, info.has_audio) == (8, 4.0, True)  # fps 0: the extraction rate, same length
     assert abs(info.seconds - 2.0) < 0.3
     assert (artifact.frames_done, artifact.steps_done, artifact.width, artifact.height) == (8, 16, 72, 52)
@@ -227,7 +227,7 @@ def test_style_transfer_gives_one_frame_per_source_frame_with_the_audio(
 def test_style_transfer_of_a_silent_video_at_another_rate(renderer: Renderer, tmp_path: Path) -> None:
     silent = make_video(tmp_path / "silent.mp4", seconds=1, fps=10)
     renderer.render(style_spec(silent, extraction_fps=3.0, fps=6.0, iterations=1), tmp_path / "s.mp4")
-    info = media.probe_video(tmp_path / "s.mp4")
+    info = probe.probe_video(tmp_path / "s.mp4")
     assert (info.frames, info.fps, info.has_audio) == (3, 6.0, False)
 
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine import ffmpeg, media, video_tools
 from engine.errors import InvalidJob
+from engine.media import ffmpeg, probe, video_tools
 from tests.engine.mediafiles import HOSTILE_NAMES, make_stills, make_video
 
 
@@ -59,7 +59,7 @@ def test_extraction_of_a_text_file_is_a_one_line_error(tmp_path: Path) -> None:
 def test_encode_at_30_fps_keeps_every_frame_as_h264_yuv420p(tmp_path: Path) -> None:
     make_stills(tmp_path / "stills", 10)
     out = video_tools.encode_video(tmp_path / "out.mp4", 30, tmp_path / "stills")
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     header = ffmpeg.read_header(out)
     assert (info.frames, info.fps, info.codec, header.pix_fmt) == (10, 30.0, "h264", "yuv420p")
     assert info.seconds == pytest.approx(10 / 30, abs=0.02)
@@ -67,9 +67,9 @@ def test_encode_at_30_fps_keeps_every_frame_as_h264_yuv420p(tmp_path: Path) -> N
 
 def test_encode_at_60_fps_plain_and_from_30_with_minterpolate(tmp_path: Path) -> None:
     make_stills(tmp_path / "stills", 10)
-    plain = media.probe_video(video_tools.encode_video(tmp_path / "plain.mp4", 60, tmp_path / "stills", 60))
+    plain = probe.probe_video(video_tools.encode_video(tmp_path / "plain.mp4", 60, tmp_path / "stills", 60))
     assert (plain.frames, plain.fps) == (10, 60.0)
-    smooth = media.probe_video(video_tools.encode_video(tmp_path / "smooth.mp4", 30, tmp_path / "stills", 60))
+    smooth = probe.probe_video(video_tools.encode_video(tmp_path / "smooth.mp4", 30, tmp_path / "stills", 60))
     assert smooth.fps == 60.0
     assert smooth.frames == 20  # the in-between frames were made, and the last still keeps its time
     assert smooth.seconds == pytest.approx(10 / 30, abs=0.01)
@@ -80,7 +80,7 @@ def test_interpolation_keeps_the_length_of_the_stills(
     tmp_path: Path, in_rate: int, out_rate: int, expected: int
 ) -> None:
     make_stills(tmp_path / "stills", 10)
-    info = media.probe_video(video_tools.encode_video(tmp_path / "out.mp4", in_rate, tmp_path / "stills", out_rate))
+    info = probe.probe_video(video_tools.encode_video(tmp_path / "out.mp4", in_rate, tmp_path / "stills", out_rate))
     assert (info.frames, info.fps) == (expected, out_rate)
     assert info.seconds == pytest.approx(10 / in_rate, abs=0.01)
 
@@ -129,7 +129,7 @@ def test_explicit_frames_are_encoded_in_the_given_order_and_odd_sizes_are_made_e
     Image.new("RGB", (65, 49), (250, 0, 0)).save(red)
     Image.new("RGB", (65, 49), (0, 0, 250)).save(blue)
     out = video_tools.encode_video(tmp_path / "out.mp4", 2, frames=[red, blue])
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert (info.width, info.height, info.frames) == (64, 48, 2)
     first = video_tools.extract_video_frames(out, 2, tmp_path / "frames")[0]
     r, _, b = Image.open(first).convert("RGB").getpixel((32, 24))
@@ -140,7 +140,7 @@ def test_frames_of_other_sizes_are_resized_to_the_first(tmp_path: Path) -> None:
     small, big = tmp_path / "1.png", tmp_path / "2.png"
     Image.new("RGB", (64, 48), "red").save(small)
     Image.new("RGB", (128, 96), "blue").save(big)
-    info = media.probe_video(video_tools.encode_video(tmp_path / "out.mp4", 5, tmp_path))
+    info = probe.probe_video(video_tools.encode_video(tmp_path / "out.mp4", 5, tmp_path))
     assert (info.width, info.height, info.frames) == (64, 48, 2)
 
 
@@ -158,7 +158,7 @@ def test_encode_fits_under_max_bytes(tmp_path: Path) -> None:
     limit = unbounded.stat().st_size // 3
     out = Path(video_tools.encode_video(tmp_path / "small.mp4", 15, frames=noise, crf=0, max_bytes=limit))
     assert out.stat().st_size <= limit
-    assert media.probe_video(out).frames == 15
+    assert probe.probe_video(out).frames == 15
     assert sorted(p.name for p in tmp_path.glob("*.mp4")) == ["big.mp4", "small.mp4"]  # no working files left
 
 
@@ -166,7 +166,7 @@ def test_audio_copy_gives_an_audio_stream(clip_with_audio: Path, tmp_path: Path)
     make_stills(tmp_path / "stills", 8)
     silent = video_tools.encode_video(tmp_path / "styled.mp4", 4, tmp_path / "stills", None, "title", "comment")
     out = video_tools.copy_video_audio(clip_with_audio, silent, tmp_path / "with audio.mp4")
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert info.has_audio
     assert info.frames == 8
     assert ffmpeg.read_tags(out)["title"] == "title"  # the video's metadata survives the mux
@@ -184,7 +184,7 @@ def test_a_silent_source_works(silent_clip: Path, tmp_path: Path) -> None:
     make_stills(tmp_path / "stills", 4)
     silent = video_tools.encode_video(tmp_path / "styled.mp4", 2, tmp_path / "stills")
     out = video_tools.copy_video_audio(silent_clip, silent, tmp_path / "out.mp4")
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert not info.has_audio
     assert info.frames == 4
 
@@ -193,7 +193,7 @@ def test_audio_copy_may_write_over_its_own_input(clip_with_audio: Path, tmp_path
     make_stills(tmp_path / "stills", 4)
     video = video_tools.encode_video(tmp_path / "styled.mp4", 2, tmp_path / "stills")
     video_tools.copy_video_audio(clip_with_audio, video, video)
-    assert media.probe_video(video).has_audio
+    assert probe.probe_video(video).has_audio
     assert [p.name for p in tmp_path.iterdir() if p.is_file()] == ["styled.mp4"]
 
 
@@ -207,7 +207,7 @@ def test_hostile_file_names_work_end_to_end(tmp_path: Path, monkeypatch: pytest.
     assert len(frames) == 5
     encoded = video_tools.encode_video("out " + name, 5, "-frames " + name, None, name, name)
     final = video_tools.copy_video_audio(name, encoded, name.removesuffix(".mp4") + " final.mp4")
-    info = media.probe_video(final)
+    info = probe.probe_video(final)
     assert (info.frames, info.has_audio) == (5, True)
     assert ffmpeg.read_tags(final)["title"] == name
     assert sorted(p.name for p in folder.iterdir() if p.is_file()) == sorted(
@@ -218,7 +218,7 @@ def test_hostile_file_names_work_end_to_end(tmp_path: Path, monkeypatch: pytest.
 def test_timelapse_of_saved_iterations(tmp_path: Path) -> None:
     steps = make_stills(tmp_path / "steps", 6, suffix=".png")
     out = video_tools.make_timelapse(steps, tmp_path / "timelapse.mp4", fps=6, metadata_title="a red apple")
-    info = media.probe_video(out)
+    info = probe.probe_video(out)
     assert (info.frames, info.fps) == (6, 6.0)
     assert ffmpeg.read_tags(out)["title"] == "a red apple"
 

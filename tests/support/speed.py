@@ -75,7 +75,7 @@ def _small_tiny(module: ModuleType) -> None:
 
 _HOOKS: dict[str, dict[str, Callable[[ModuleType], None]]] = {
     "slow": {"engine.renderer": _slow_renderer},
-    "fast": {"engine.tiny": _small_tiny},
+    "fast": {"engine.models.tiny": _small_tiny},
 }
 
 
