@@ -1,6 +1,7 @@
-"""`python -m bot`: the composition root. Settings → logging → queue and runner → bot → run until SIGTERM.
+"""`python -m bot`: the composition root. Settings → logging → `build_services` → run until SIGTERM.
 
-The only bot module that imports the engine's renderer (and so torch).
+The only bot module that imports the engine's renderer (and so torch); `main(make_renderer=...)`
+replaces it (the end-to-end tests hold renders with that seam).
 """
 
 from __future__ import annotations
@@ -13,21 +14,25 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-from bot.admission import AdmissionLimits
-from bot.app import BotConfig, VQBot, point_at
+from bot.app import point_at
+from bot.config import BotConfig, clip_for
 from bot.logs import setup_logging
-from bot.ports import Renderer
-from bot.queue import JobQueue, QueueConfig
-from bot.runner import JobRunner
+from bot.queue.admission import AdmissionLimits
+from bot.queue.api import Renderer
+from bot.queue.runner import RunnerConfig
+from bot.queue.service import QueueConfig
+from bot.services import ServiceConfig, build_services
 from bot.settings import Settings, load_settings
 from engine.jobs import JobSpec
 
 log = logging.getLogger("bot")
 
-RendererFactory = Callable[[str, Settings], Renderer]  # (device, settings) -> a renderer, built on the device thread
+RendererFromSettings = Callable[
+    [str, Settings], Renderer
+]  # (device, settings) -> a renderer, built on the device thread
 
 
 def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
@@ -53,48 +58,26 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
     )
 
 
-class Services:
-    """The queue and the runner (which owns the renderers); the runner starts in setup_hook, drains on SIGTERM."""
-
-    def __init__(self, settings: Settings, make_renderer: RendererFactory | None = None) -> None:
-        self.settings = settings
-        self.make_renderer = make_renderer or engine_renderer
-        self.devices = settings.engine_device or (default_device(),)
-        self.queue: JobQueue | None = None
-        self.runner: JobRunner | None = None
-
-    async def open(self) -> JobQueue:
-        limits = AdmissionLimits(
-            max_side=self.settings.bot_max_size,
-            max_iterations=self.settings.bot_max_iterations,
-            max_frames=self.settings.bot_max_frames,
-        )
-        config = QueueConfig(
-            devices=self.devices, max_queued_per_member=self.settings.bot_max_queued_per_member, admission=limits
-        )
-        self.queue = await JobQueue.open(self.settings.bot_data_dir, config)
-        return self.queue
-
-    async def start(self, bot: VQBot) -> None:
-        assert self.queue is not None
-        settings, make_renderer = self.settings, self.make_renderer
-        self.runner = JobRunner(
-            self.queue,
-            lambda device: make_renderer(device, settings),
-            self.devices,
-            settings.bot_data_dir,
-            worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",
-            preview_interval_s=settings.bot_preview_seconds,
-        )
-        await self.runner.start()
-
-    async def drain(self) -> None:
-        if self.runner is not None:
-            await self.runner.drain()
-
-    async def close(self) -> None:
-        if self.queue is not None:
-            await self.queue.aclose()
+def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceConfig:
+    """What `build_services` needs, from the settings: the jobs database is `BOT_DATA_DIR/jobs.sqlite3`."""
+    limits = AdmissionLimits(
+        max_side=settings.bot_max_size, max_iterations=settings.bot_max_iterations, max_frames=settings.bot_max_frames
+    )
+    queue = QueueConfig(
+        devices=settings.engine_device or (default_device(),),
+        max_queued_per_member=settings.bot_max_queued_per_member,
+        admission=limits,
+    )
+    runner = RunnerConfig(
+        worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",
+        preview_interval_s=settings.bot_preview_seconds,
+    )
+    return ServiceConfig(
+        bot=bot_config(settings, force_sync=force_sync),
+        queue=queue,
+        runner=runner,
+        store_url=settings.bot_data_dir / "jobs.sqlite3",
+    )
 
 
 def engine_renderer(device: str, settings: Settings) -> Renderer:
@@ -107,7 +90,6 @@ def build_renderer(device: str, model: str, model_dir: Path | None = None) -> Re
 
     Loading here, at start, means the first member's job does not pay for it.
     """
-    from bot.cogs.generate import clip_for
     from engine.renderer import Renderer as EngineRenderer
 
     renderer = EngineRenderer(device, model_dir=model_dir)
@@ -124,19 +106,11 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
-@contextlib.asynccontextmanager
-async def open_services(settings: Settings, make_renderer: RendererFactory | None = None) -> AsyncIterator[Services]:
-    services = Services(settings, make_renderer)
-    try:
-        yield services
-    finally:
-        await services.close()
-
-
-async def run(settings: Settings, *, force_sync: bool = False, make_renderer: RendererFactory | None = None) -> None:
+async def run(
+    settings: Settings, *, force_sync: bool = False, make_renderer: RendererFromSettings | None = None
+) -> None:
     """Run the bot until SIGTERM/SIGINT, then drain the runner and close."""
     point_at(settings.discord_api_base, settings.discord_gateway_url)
-    settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -145,20 +119,16 @@ async def run(settings: Settings, *, force_sync: bool = False, make_renderer: Re
         import torch
 
         torch.set_num_threads(settings.engine_threads)
-    async with open_services(settings, make_renderer) as services:
-        queue = await services.open()
-        bot = VQBot(
-            bot_config(settings, force_sync=force_sync), queue, on_setup=services.start, max_ratelimit_timeout=30.0
-        )
-        async with bot:
+    build = make_renderer or engine_renderer
+    config = service_config(settings, force_sync=force_sync)
+    async with build_services(config, lambda device: build(device, settings), max_ratelimit_timeout=30.0) as services:
+        async with services.bot as bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             waiter = asyncio.create_task(stop.wait(), name="stop")
             await asyncio.wait({client, waiter}, return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             log.info("shutting down: draining the runner")
-            await services.drain()  # running jobs checkpoint and go back to the queue
-            await queue.flush_events(limit_s=5.0)  # status edits and results already under way
-            await bot.close()
+            await services.stop()
         with contextlib.suppress(asyncio.CancelledError):
             if client.done():
                 client.result()  # surfaces LoginFailure and the like
@@ -172,7 +142,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(make_renderer: RendererFactory | None = None) -> None:
+def main(make_renderer: RendererFromSettings | None = None) -> None:
     """`python -m bot`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
     args = parse_args()
     settings = load_settings()

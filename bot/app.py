@@ -1,9 +1,8 @@
-"""The Discord client: VQBot (setup_hook wiring, button dispatch) and VQTree (one error handler)."""
+"""The Discord client: VQBot (setup_hook wiring, button dispatch, command sync) and VQTree (one error handler)."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -13,64 +12,36 @@ from pathlib import Path
 from typing import Any
 
 import discord
+import yarl
 from discord import app_commands
 from discord.ext import commands
 
 from bot import views
+from bot.cogs.generate import GenerateCog
+from bot.cogs.manage import ManageCog
+from bot.config import BotConfig
+from bot.delivery.publisher import DiscordPublisher
 from bot.errors import MissingPermissions, NotHere, UserError
-from bot.ports import QueueError, RenderQueue
-from bot.publisher import RETRY_DELAYS, DiscordPublisher
+from bot.queue.api import QueueError, RenderQueue
 from engine.errors import InvalidJob
 
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class BotConfig:
-    """Plain values the bot needs, taken from Settings by the composition root."""
-
-    data_dir: Path
-    guild_id: int | None = None
-    models: tuple[str, ...] = ("vqgan_imagenet_f16_16384",)
-    num_cuts: int = 32
-    max_size: int = 512
-    default_size: int = 256
-    max_iterations: int = 500
-    default_iterations: int = 200
-    max_frames: int = 120
-    default_frames: int = 30
-    max_video_seconds: float = 30.0
-    max_attachment_bytes: int = 25 * 1024 * 1024
-    moderator_role: str | None = None
-    allowed_channels: tuple[int, ...] = ()
-    preview_seconds: float = 4.0
-    channel_seconds: float = 1.0
-    queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
-    force_sync: bool = False  # `python -m bot --sync`: sync global commands even when unchanged
-    result_retry_delays: tuple[float, ...] = RETRY_DELAYS  # a result post after 5xx/network errors
-
-    @property
-    def downloads_dir(self) -> Path:
-        """Attachments land here first; the queue copies what a job needs into its own inputs."""
-        return self.data_dir / "downloads"
 
 
 class VQTree(app_commands.CommandTree["VQBot"]):
     """Checks where commands may run, and turns refusals into ephemeral replies."""
 
     async def interaction_check(self, interaction: discord.Interaction[VQBot]) -> bool:
-        if interaction.type is not discord.InteractionType.application_command:
-            return True
-        check_channel(interaction)
+        if interaction.type is discord.InteractionType.application_command:
+            check_channel(interaction, interaction.client.config)
         return True
 
     async def on_error(self, interaction: discord.Interaction[VQBot], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, getattr(error, "original", error))
 
 
-def check_channel(interaction: discord.Interaction[VQBot]) -> None:
+def check_channel(interaction: discord.Interaction[Any], config: BotConfig) -> None:
     """Refuse outside a server, outside the allowed channels, or where the bot cannot post results."""
-    config = interaction.client.config
     if interaction.guild_id is None:
         raise NotHere("this bot works in server channels, not in direct messages")
     if config.allowed_channels and interaction.channel_id not in config.allowed_channels:
@@ -109,18 +80,15 @@ def _name(interaction: discord.Interaction[Any]) -> str:
     return "button" if interaction.type is discord.InteractionType.component else "interaction"
 
 
-ButtonAction = Callable[[discord.Interaction["VQBot"], int, str], Awaitable[None]]
-
-
 class VQBot(commands.Bot):
-    """The render bot: commands, job buttons, the publisher; the queue and runner are injected."""
+    """The render bot: its cogs get the queue, the delivery and the config; the runner starts in `on_setup`."""
 
     def __init__(
         self,
         config: BotConfig,
         queue: RenderQueue,
         *,
-        on_setup: Callable[[VQBot], Awaitable[None]] | None = None,
+        on_setup: Callable[[], Awaitable[None]] | None = None,
         **options: Any,
     ) -> None:
         super().__init__(
@@ -132,35 +100,31 @@ class VQBot(commands.Bot):
             **options,
         )
         self.config, self.queue = config, queue
-        self.publisher = DiscordPublisher(
-            self,
-            queue,
-            preview_seconds=config.preview_seconds,
-            channel_seconds=config.channel_seconds,
-            retry_delays=config.result_retry_delays,
-        )
-        self.button_actions: dict[str, ButtonAction] = {}
+        self.publisher = DiscordPublisher(self, queue, config)
+        self.button_actions: dict[str, views.ButtonAction] = {}
         self._on_setup = on_setup
         self._recovery: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
-        from bot.cogs.generate import GenerateCog
-        from bot.cogs.manage import ManageCog
-
         self.config.downloads_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_clear_downloads, self.config.downloads_dir)
         self.queue.subscribe(self.publisher)
-        await self.add_cog(GenerateCog(self))
-        await self.add_cog(ManageCog(self))
+        cogs: tuple[GenerateCog | ManageCog, ...] = (
+            GenerateCog(self.queue, self.publisher.status, self.config),
+            ManageCog(self.queue, self.config, self),
+        )
+        for cog in cogs:
+            await self.add_cog(cog)
+            self.button_actions.update(cog.button_actions())
         self.add_dynamic_items(views.JobButton)
         if self.config.guild_id:
             self.tree.copy_global_to(guild=discord.Object(self.config.guild_id))
         await self.sync_commands(force=self.config.force_sync)
         if self._on_setup is not None:
-            await self._on_setup(self)
+            await self._on_setup()
         self._recovery = asyncio.create_task(self._recover(), name="recovery")
-        self._refresher = asyncio.create_task(self.publisher.refresh_queued(self.config.queue_refresh_seconds))
+        self._refresher = asyncio.create_task(self.publisher.status.refresh_queued(self.config.queue_refresh_seconds))
 
     async def sync_commands(self, *, force: bool = False) -> str:
         """Sync to the configured guild (always: instant, cheap), or globally when the commands changed or `force`.
@@ -198,11 +162,11 @@ class VQBot(commands.Bot):
     async def on_ready(self) -> None:
         log.info("connected as %s (%s) to %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
 
-    async def on_job_button(self, interaction: discord.Interaction[VQBot], job_id: int, action: str) -> None:
+    async def on_job_button(self, interaction: discord.Interaction[Any], job_id: int, action: str) -> None:
         """A job button was pressed: run its action, refusals shown to the clicker only."""
         handler = self.button_actions.get(action)
         try:
-            check_channel(interaction)
+            check_channel(interaction, self.config)
             if handler is None:
                 raise UserError("this button is no longer supported")
             await handler(interaction, job_id, action)
@@ -236,8 +200,6 @@ def _read_text(path: Path) -> str | None:
 
 def point_at(api_base: str | None, gateway_url: str | None) -> None:
     """Use a Discord-compatible API (self-hosted, or the tests' fake); None leaves discord.py's defaults."""
-    import yarl
-
     if api_base:
         discord.http.Route.BASE = api_base
     if gateway_url:

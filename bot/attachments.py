@@ -9,9 +9,9 @@ from pathlib import Path
 
 import discord
 
-from bot import media
 from bot.errors import BadInput
 from engine.errors import InvalidJob
+from engine.media.probe import check_image, check_video
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ async def fetch_image(attachment: discord.Attachment, dest_dir: Path, stem: str,
     dest = dest_dir / f"{stem}{_suffix(attachment.filename, _IMAGE_SUFFIXES)}"
     await _download(attachment, dest, limits, f"the image {attachment.filename!r}")
     try:
-        await asyncio.to_thread(media.check_image, dest, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+        await asyncio.to_thread(check_image, dest, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
     except InvalidJob as e:
         await asyncio.to_thread(dest.unlink, missing_ok=True)
         raise BadInput(_user_message(e, dest, attachment)) from None
@@ -64,7 +64,7 @@ async def fetch_video(attachment: discord.Attachment, dest_dir: Path, stem: str,
     await _download(attachment, dest, limits, f"the video {attachment.filename!r}")
     try:
         info = await asyncio.to_thread(
-            media.check_video,
+            check_video,
             dest,
             max_seconds=limits.max_video_seconds,
             max_frames=limits.max_frames,

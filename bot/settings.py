@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from engine.jobs import DEFAULT_VQGAN
 
 
 class Settings(BaseSettings):
@@ -15,7 +17,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", env_ignore_empty=True, extra="ignore", frozen=True)
 
     discord_token: SecretStr
-    engine_model: str = "vqgan_imagenet_f16_16384"  # "tiny": the tiny preset for VQGAN and CLIP
+    engine_model: str = DEFAULT_VQGAN  # "tiny": the tiny preset for VQGAN and CLIP
     engine_device: Annotated[tuple[str, ...], NoDecode] = ()  # "cuda:0,cuda:1"; () = the first GPU, else CPU
     engine_model_dir: Path | None = None  # None: the engine's default cache
     engine_threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
@@ -98,9 +100,9 @@ def describe_error(error: ValidationError) -> str:
     return f"{name}: {first['msg']}"
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     """Read the settings; raise SystemExit with one line naming the bad setting."""
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(**overrides)
     except ValidationError as e:
         raise SystemExit(f"configuration error: {describe_error(e)}") from None

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import discord
 
 from engine.jobs import JobKind
-
-if TYPE_CHECKING:
-    from storage.records import JobRecord
+from storage.records import JobRecord
 
 ACTIONS = ("cancel", "reroll", "vary", "animate", "upscale")
 _LABELS = {
@@ -25,6 +24,9 @@ _LABELS = {
 def custom_id(job_id: int, action: str) -> str:
     """The button's custom id; well under Discord's 100-character limit."""
     return f"v1:j:{job_id}:{action}"
+
+
+ButtonAction = Callable[[discord.Interaction[Any], int, str], Awaitable[None]]  # (interaction, job id, action)
 
 
 class ButtonHandler(Protocol):

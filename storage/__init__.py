@@ -1,0 +1,1 @@
+"""Durable job storage: the `JobStore` interface, the records it keeps, and its SQLite implementation."""

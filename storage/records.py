@@ -6,6 +6,8 @@ import dataclasses
 
 from engine.jobs import JobKind, JobSpec, JobStatus
 
+UNDELIVERABLE = 0  # the result_message_id of a result that cannot be posted (its channel is gone, or no access)
+
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
 class Owner:

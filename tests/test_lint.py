@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
 # what `ruff format --check` and `mypy --strict` (pyproject.toml's [tool.mypy]) hold to their rules so far
-FORMATTED = ["engine", "tests/engine", "tests/test_lint.py"]
-TYPED_PACKAGES = ["engine"]
+FORMATTED = ["."]
+TYPED_PACKAGES = ["bot", "engine", "storage"]
 
 
 def _run(*args: str) -> subprocess.CompletedProcess[str]:

@@ -8,40 +8,31 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import attachments, render
+from bot import attachments, texts, views
+from bot.config import BotConfig, clip_for
+from bot.delivery.status import StatusMessages
 from bot.errors import BadInput, UserError
-from bot.ports import JobNotFound, QueueEntry
+from bot.queue.api import JobNotFound, QueueEntry, RenderQueue
+from bot.queue.inputs import escape_path
 from engine import prompts
 from engine.errors import InvalidJob
-from engine.jobs import JobKind, JobSpec, JobStatus
+from engine.jobs import DEFAULT_UPSCALER, TINY, JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 
-if TYPE_CHECKING:
-    from bot.app import BotConfig, VQBot
-
 log = logging.getLogger(__name__)
+
+Interaction = discord.Interaction[discord.Client]
 
 Size = app_commands.Range[int, 16, 2048]
 Iterations = app_commands.Range[int, 1, 5000]
 Seed = app_commands.Range[int, 0, 2**32 - 1]
 Prompt = app_commands.Range[str, 1, 1000]
 MAX_INPUT_PIXELS = 4096 * 4096
-
-
-def clip_for(model: str) -> str:
-    """The CLIP that goes with a VQGAN: the tiny preset pairs with the tiny CLIP."""
-    return "tiny" if model == "tiny" else "ViT-B/32"
-
-
-def escape_path(path: Path) -> str:
-    """A file path as one image-prompt part (colons escaped for the prompt syntax)."""
-    return str(path).replace(":", "\\:")
 
 
 def check_prompt(text: str) -> None:
@@ -64,13 +55,14 @@ def check_range(name: str, value: float, low: float, high: float) -> None:
 
 
 class GenerateCog(commands.Cog):
-    """Commands that create render jobs."""
+    """Commands that create render jobs: submitted to `queue`, announced through `status`."""
 
-    def __init__(self, bot: VQBot) -> None:
-        self.bot, self.config = bot, bot.config
-        bot.button_actions.update(
-            {"reroll": self.follow_up, "vary": self.follow_up, "animate": self.follow_up, "upscale": self.follow_up}
-        )
+    def __init__(self, queue: RenderQueue, status: StatusMessages, config: BotConfig) -> None:
+        self.render_queue, self.status, self.config = queue, status, config
+
+    def button_actions(self) -> dict[str, views.ButtonAction]:
+        """The job buttons this cog answers: each starts a new job from a finished one."""
+        return {"reroll": self.follow_up, "vary": self.follow_up, "animate": self.follow_up, "upscale": self.follow_up}
 
     async def cog_load(self) -> None:
         # The tokenizer loads its vocabulary once (about a second); do it now, not inside a 3 s window.
@@ -92,7 +84,7 @@ class GenerateCog(commands.Cog):
     @app_commands.guild_only()
     async def imagine(
         self,
-        interaction: discord.Interaction[VQBot],
+        interaction: Interaction,
         prompt: Prompt,
         width: Size | None = None,
         height: Size | None = None,
@@ -140,7 +132,7 @@ class GenerateCog(commands.Cog):
     @app_commands.guild_only()
     async def animate(
         self,
-        interaction: discord.Interaction[VQBot],
+        interaction: Interaction,
         prompt: Prompt,
         frames: app_commands.Range[int, 2, 1000] | None = None,
         zoom: app_commands.Range[float, 0.5, 2.0] | None = None,
@@ -177,7 +169,7 @@ class GenerateCog(commands.Cog):
     @app_commands.guild_only()
     async def style(
         self,
-        interaction: discord.Interaction[VQBot],
+        interaction: Interaction,
         video: discord.Attachment,
         prompt: Prompt,
         fps: app_commands.Range[float, 0.5, 30.0] = 10.0,
@@ -206,17 +198,17 @@ class GenerateCog(commands.Cog):
         await self._submit_deferred(interaction, spec, {"video": path})
 
     @imagine.autocomplete("model")
-    async def _models(self, interaction: discord.Interaction[VQBot], current: str) -> list[app_commands.Choice[str]]:
+    async def _models(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         names = [m for m in self.config.models if current.lower() in m.lower()]
         return [app_commands.Choice(name=m, value=m) for m in names[:25]]
 
     # ---- buttons ---------------------------------------------------------------------------------
 
-    async def follow_up(self, interaction: discord.Interaction[VQBot], job_id: int, action: str) -> None:
+    async def follow_up(self, interaction: Interaction, job_id: int, action: str) -> None:
         """Reroll / Variation / Animate / Upscale: a new job owned by (and counted against) the clicker."""
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
-            source = await self.bot.queue.get(job_id)
+            source = await self.render_queue.get(job_id)
         except JobNotFound:
             raise UserError(f"job #{job_id} no longer exists") from None
         if source.state is not JobStatus.DONE and action != "reroll":
@@ -246,7 +238,7 @@ class GenerateCog(commands.Cog):
                 width=spec.width,
                 height=spec.height,
                 iterations=1,
-                **({"upscale_model": "tiny"} if spec.vqgan_model == "tiny" else {}),  # the tiny preset's upscaler
+                upscale_model=TINY if spec.vqgan_model == TINY else DEFAULT_UPSCALER,  # tiny pairs with tiny
             )
         raise UserError("this button is no longer supported")
 
@@ -309,7 +301,7 @@ class GenerateCog(commands.Cog):
             spec, frames=frames, zoom=zoom, shift_x=shift_x, shift_y=shift_y, fps=min(30.0, max(1.0, frames / 4))
         )
 
-    def _owner(self, interaction: discord.Interaction[VQBot]) -> tuple[Owner, int]:
+    def _owner(self, interaction: Interaction) -> tuple[Owner, int]:
         limit = interaction.filesize_limit
         if interaction.guild is not None:
             limit = min(limit, interaction.guild.filesize_limit)
@@ -317,12 +309,10 @@ class GenerateCog(commands.Cog):
             user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
         ), limit
 
-    async def _submit(
-        self, interaction: discord.Interaction[VQBot], spec: JobSpec, inputs: dict[str, Path]
-    ) -> QueueEntry:
+    async def _submit(self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path]) -> QueueEntry:
         owner, limit = self._owner(interaction)
         started = time.monotonic()
-        entry = await self.bot.queue.submit(owner, spec, upload_limit=limit, inputs=inputs or None)
+        entry = await self.render_queue.submit(owner, spec, upload_limit=limit, inputs=inputs or None)
         log.info(
             "job %s queued: %s by member %s in guild %s, position %s (%.0f ms)",
             entry.job.id,
@@ -334,20 +324,18 @@ class GenerateCog(commands.Cog):
         )
         return entry
 
-    async def _submit_fast(self, interaction: discord.Interaction[VQBot], spec: JobSpec) -> None:
+    async def _submit_fast(self, interaction: Interaction, spec: JobSpec) -> None:
         entry = await self._submit(interaction, spec, {})
-        await interaction.response.send_message(render.ack_text(entry, time.time()), ephemeral=True)
-        await self.bot.publisher.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
+        await interaction.response.send_message(texts.ack_text(entry, time.time()), ephemeral=True)
+        await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
 
-    async def _submit_deferred(
-        self, interaction: discord.Interaction[VQBot], spec: JobSpec, inputs: dict[str, Path]
-    ) -> None:
+    async def _submit_deferred(self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path]) -> None:
         try:
             entry = await self._submit(interaction, spec, inputs)
         finally:  # the queue keeps its own copy of a job's inputs
             await self._discard(inputs)
-        await interaction.edit_original_response(content=render.ack_text(entry, time.time()))
-        await self.bot.publisher.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
+        await interaction.edit_original_response(content=texts.ack_text(entry, time.time()))
+        await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
 
     async def _discard(self, inputs: dict[str, Path]) -> None:
         """Delete the downloads among `inputs` (never a finished job's result a button started from)."""

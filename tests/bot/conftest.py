@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from tests.bot.fake_discord import FakeDiscord
+from tests.support.fake_discord import FakeDiscord
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from bot.ports import JobNotFound
-from tests.bot.fake_discord import FakeDiscord, Request
+from bot.queue.api import JobNotFound
 from tests.support.bot_harness import ALICE, BOB, Harness, make_config, running_bot, status_edits, status_message
+from tests.support.fake_discord import FakeDiscord, Request
 from tests.support.files import size_of
 from tests.support.waiting import eventually
 

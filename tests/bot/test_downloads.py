@@ -6,9 +6,10 @@ import os
 import time
 from pathlib import Path
 
-from tests.bot.fake_discord import FakeDiscord
-from tests.support.bot_harness import ALICE, make_config, png_bytes, reply_with, running_bot
+from tests.support.bot_harness import ALICE, make_config, reply_with, running_bot
+from tests.support.fake_discord import FakeDiscord
 from tests.support.files import names_in, read_bytes
+from tests.support.images import png_bytes
 
 
 async def test_an_image_prompt_is_copied_into_the_job_and_the_download_removed(

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.bot.bot_process import BOT_TOKEN, BotProcess
-from tests.bot.fake_discord import FakeDiscord
-from tests.engine.mediafiles import make_video
 from tests.support.bot_harness import ALICE, BOB, CAROL, reply_with, status_edits, status_message
+from tests.support.bot_process import BOT_TOKEN, BotProcess
+from tests.support.fake_discord import FakeDiscord
+from tests.support.mediafiles import make_video
 from tests.support.waiting import eventually
 
 

@@ -9,20 +9,20 @@ import asyncio
 import itertools
 from pathlib import Path
 
-from tests.bot.fake_discord import ALL_PERMISSIONS, FakeDiscord
-from tests.engine.mediafiles import make_video
 from tests.support.bot_harness import (
     ALICE,
     BOB,
     CAROL as MOD,
     make_config,
-    png_bytes,
     reply_with,
     running_bot,
     status_edits,
     status_message,
 )
+from tests.support.fake_discord import ALL_PERMISSIONS, FakeDiscord
 from tests.support.files import names_in, read_bytes, size_of
+from tests.support.images import png_bytes
+from tests.support.mediafiles import make_video
 from tests.support.waiting import eventually
 
 

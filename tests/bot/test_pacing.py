@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
-from tests.bot.fake_discord import FakeDiscord, Request
 from tests.support.bot_harness import ALICE, BOB, make_config, reply_with, running_bot, status_message
+from tests.support.fake_discord import FakeDiscord, Request
 from tests.support.waiting import eventually
 
 

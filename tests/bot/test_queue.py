@@ -9,11 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.admission import AdmissionLimits
-from bot.ports import JobNotFound, NotAllowed, ProgressUpdate, QueueRefused
-from bot.queue import JobQueue, QueueConfig, escape_path
+from bot.queue.admission import AdmissionLimits
+from bot.queue.api import JobNotFound, NotAllowed, QueueRefused
+from bot.queue.inputs import escape_path
+from bot.queue.service import JobQueue, QueueConfig
+from bot.services import open_queue
 from engine.jobs import JobKind, JobSpec, JobStatus
-from storage.records import JobRecord, Owner, QueueState, SubmitLimits
+from storage.records import Owner, QueueState, SubmitLimits
+from tests.support.events import EventRecorder
 
 SPEC = JobSpec(
     text_prompts="a fox", width=64, height=64, iterations=10, num_cuts=4, vqgan_model="tiny", clip_model="tiny"
@@ -21,29 +24,11 @@ SPEC = JobSpec(
 ALICE, BOB, CAROL = Owner(user_id=1, guild_id=10), Owner(user_id=2, guild_id=10), Owner(user_id=3, guild_id=20)
 
 
-class Recorder:
-    """A JobEvents subscriber that records what it is told."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.finished: list[JobRecord] = []
-        self.progress: list[ProgressUpdate] = []
-
-    def on_progress(self, update: ProgressUpdate) -> None:
-        self.progress.append(update)
-
-    async def on_started(self, job: JobRecord) -> None:
-        self.started.append(job.id)
-
-    async def on_finished(self, job: JobRecord) -> None:
-        self.finished.append(job)
-
-
 @pytest.fixture
 async def queue(tmp_path: Path) -> AsyncIterator[JobQueue]:
-    q = await JobQueue.open(tmp_path / "data", QueueConfig(max_queued_per_member=5, max_queued_per_guild=8))
-    yield q
-    await q.aclose()
+    config = QueueConfig(max_queued_per_member=5, max_queued_per_guild=8)
+    async with open_queue(tmp_path / "data" / "jobs.sqlite3", tmp_path / "data", config) as q:
+        yield q
 
 
 async def use_gpu(queue: JobQueue, owner: Owner, seconds: float) -> None:
@@ -116,7 +101,9 @@ async def test_admission_refuses_what_cannot_run(queue: JobQueue, change: dict[s
 
 async def test_admission_refuses_what_does_not_fit_the_gpu_or_the_time_limit(tmp_path: Path) -> None:
     limits = AdmissionLimits(memory_gb=10.0, max_job_seconds=3600.0)
-    async with await JobQueue.open(tmp_path, QueueConfig(devices=("cuda:0",), admission=limits)) as queue:
+    async with open_queue(
+        tmp_path / "jobs.sqlite3", tmp_path, QueueConfig(devices=("cuda:0",), admission=limits)
+    ) as queue:
         big = JobSpec(text_prompts="a fox", width=700, height=700, num_cuts=32)
         with pytest.raises(QueueRefused, match="needs about 16 GB but the GPU has 10 GB: make the image smaller"):
             await queue.submit(ALICE, big)
@@ -128,7 +115,7 @@ async def test_admission_refuses_what_does_not_fit_the_gpu_or_the_time_limit(tmp
 
 
 async def test_cancel_by_owner_removes_a_queued_job_at_once(queue: JobQueue) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     first = await queue.submit(ALICE, SPEC)
     second = await queue.submit(ALICE, SPEC)
@@ -136,7 +123,7 @@ async def test_cancel_by_owner_removes_a_queued_job_at_once(queue: JobQueue) -> 
     assert cancelled.state == JobStatus.CANCELLED
     assert [(e.job.id, e.position) for e in await queue.snapshot()] == [(second.job.id, 1)]
     await queue.flush_events()
-    assert [j.id for j in events.finished] == [first.job.id]
+    assert list(events.finished) == [first.job.id]
     with pytest.raises(QueueRefused, match="already finished"):
         await queue.cancel(first.job.id, by_user=ALICE.user_id)
 
@@ -173,11 +160,11 @@ async def test_input_files_are_copied_into_the_data_directory(queue: JobQueue, t
 
 
 async def test_etas_come_from_measured_speed_and_survive_a_restart(tmp_path: Path) -> None:
-    async with await JobQueue.open(tmp_path) as queue:
+    async with open_queue(tmp_path / "jobs.sqlite3", tmp_path) as queue:
         await queue.record_speed(SPEC, "cpu", 2.0)  # 10 iterations: 20 s per job
         await queue.submit(ALICE, SPEC)
         await queue.submit(BOB, SPEC)
-    async with await JobQueue.open(tmp_path) as queue:
+    async with open_queue(tmp_path / "jobs.sqlite3", tmp_path) as queue:
         third = await queue.submit(CAROL, SPEC)
         assert (third.position, third.eta_start_s, third.eta_done_s) == (3, 40.0, 60.0)
 

@@ -12,12 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.admission import SpeedClass
-from bot.ports import NotAllowed, ProgressUpdate
-from bot.queue import JobQueue, QueueConfig
-from bot.runner import JobRunner
+from bot.queue.admission import SpeedClass
+from bot.queue.api import NotAllowed
+from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.service import JobQueue, QueueConfig
+from bot.services import open_queue
 from engine.jobs import JobSpec, JobStatus
 from storage.records import JobRecord, Owner
+from tests.support.events import EventRecorder
 from tests.support.gate import StepGate
 from tests.support.renderer import PNG_1X1, FakeRenderer
 from tests.support.waiting import eventually
@@ -28,41 +30,11 @@ SPEC = JobSpec(
 ALICE, BOB = Owner(user_id=1, guild_id=10, channel_id=100), Owner(user_id=2, guild_id=10, channel_id=100)
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.finished: dict[int, JobRecord] = {}
-        self.progress: list[ProgressUpdate] = []
-        self.progress_times: list[float] = []
-        self.progress_threads: set[str] = set()
-        self.changed = asyncio.Event()
-
-    def on_progress(self, update: ProgressUpdate) -> None:
-        self.progress_threads.add(threading.current_thread().name)
-        self.progress.append(update)
-        self.progress_times.append(time.monotonic())
-        self.changed.set()
-
-    async def on_started(self, job: JobRecord) -> None:
-        self.started.append(job.id)
-        self.changed.set()
-
-    async def on_finished(self, job: JobRecord) -> None:
-        self.finished[job.id] = job
-        self.changed.set()
-
-    async def until(self, condition: Callable[[], bool], limit_s: float = 60.0) -> None:
-        async with asyncio.timeout(limit_s):
-            while not condition():
-                self.changed.clear()
-                await self.changed.wait()
-
-
 @pytest.fixture
 async def queue(tmp_path: Path) -> AsyncIterator[JobQueue]:
-    q = await JobQueue.open(tmp_path / "data", QueueConfig(max_queued_per_member=None))
-    yield q
-    await q.aclose()
+    data = tmp_path / "data"
+    async with open_queue(data / "jobs.sqlite3", data, QueueConfig(max_queued_per_member=None)) as q:
+        yield q
 
 
 RunnerFactory = Callable[..., Awaitable[tuple[JobRunner, dict[str, FakeRenderer]]]]
@@ -81,7 +53,8 @@ async def start_runner(queue: JobQueue) -> AsyncIterator[RunnerFactory]:
             built[device] = FakeRenderer(device, step_s=step_s, gate=gate)
             return built[device]
 
-        runner = JobRunner(queue, make, devices, queue.data_dir, lease_s=3.0, poll_s=0.05, **kw)  # type: ignore[arg-type]
+        config = RunnerConfig(lease_s=3.0, poll_s=0.05, **kw)  # type: ignore[arg-type]
+        runner = JobRunner(queue, make, devices, queue.data_dir, config)
         await runner.start()
         runners.append(runner)
         return runner, built
@@ -94,12 +67,12 @@ async def start_runner(queue: JobQueue) -> AsyncIterator[RunnerFactory]:
 async def test_jobs_run_on_the_device_thread_in_fair_order_and_report_on_the_loop(
     queue: JobQueue, start_runner: RunnerFactory
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     a = [(await queue.submit(ALICE, SPEC)).job.id for _ in range(2)]
     b = (await queue.submit(BOB, SPEC)).job.id
     _, renderers = await start_runner()
-    await events.until(lambda: len(events.finished) == 3)
+    await eventually(lambda: len(events.finished) == 3, 60.0, "3 jobs to finish")
     assert events.started == [a[0], b, a[1]]
     assert renderers["cpu"].built_on.startswith("render-cpu")
     assert set(renderers["cpu"].rendered_on) == {renderers["cpu"].built_on}
@@ -118,7 +91,7 @@ async def test_jobs_run_on_the_device_thread_in_fair_order_and_report_on_the_loo
 
 
 async def test_previews_are_requested_only_when_due(queue: JobQueue, start_runner: RunnerFactory) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=1)
     _, renderers = await start_runner(preview_interval_s=0.5, gate=gate)
@@ -126,7 +99,7 @@ async def test_previews_are_requested_only_when_due(queue: JobQueue, start_runne
     await gate.held()  # step 1 had its preview
     await asyncio.sleep(0.6)  # the next is due now: the runner's clock has moved past the interval
     gate.release()
-    await events.until(lambda: job.id in events.finished)
+    await eventually(lambda: job.id in events.finished, 60.0, "the job to finish")
     with_preview = [u for u in events.progress if u.preview is not None]
     assert len(events.progress) == 60
     assert with_preview[0].step == 1
@@ -140,7 +113,7 @@ async def test_previews_are_requested_only_when_due(queue: JobQueue, start_runne
 async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
     queue: JobQueue, start_runner: RunnerFactory
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=5)
     await start_runner(gate=gate)
@@ -149,7 +122,7 @@ async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
     with pytest.raises(NotAllowed, match="only the member who asked"):
         await queue.cancel(job.id, by_user=BOB.user_id)
     await queue.cancel(job.id, by_user=ALICE.user_id)
-    await events.until(lambda: job.id in events.finished)
+    await eventually(lambda: job.id in events.finished, 60.0, "the job to finish")
     done = events.finished[job.id]
     assert done.state == JobStatus.CANCELLED
     assert done.partial
@@ -162,14 +135,14 @@ async def test_cancelling_a_running_job_stops_it_and_keeps_the_partial(
 async def test_a_cancel_from_another_process_arrives_with_the_heartbeat(
     queue: JobQueue, start_runner: RunnerFactory
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=3)
     await start_runner(gate=gate)  # lease 3 s: a heartbeat every second
     job = (await queue.submit(ALICE, _with(SPEC, iterations=1000))).job
     await gate.held()
     assert await queue.store.request_cancel(job.id)  # what `cancel` does in a process that does not run the job
-    await events.until(lambda: job.id in events.finished, limit_s=5)
+    await eventually(lambda: job.id in events.finished, 5.0, "the job to stop")
     assert events.finished[job.id].state == JobStatus.CANCELLED
     assert events.finished[job.id].partial
 
@@ -177,14 +150,14 @@ async def test_a_cancel_from_another_process_arrives_with_the_heartbeat(
 async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
     queue: JobQueue, start_runner: RunnerFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     await start_runner()
     bad = (await queue.submit(ALICE, _with(SPEC, text_prompts="fail invalid"))).job
     crash = (await queue.submit(BOB, _with(SPEC, text_prompts="fail crash"))).job
     ok = (await queue.submit(BOB, SPEC)).job
     with caplog.at_level(logging.ERROR, logger="bot.runner"):
-        await events.until(lambda: len(events.finished) == 3)
+        await eventually(lambda: len(events.finished) == 3, 60.0, "3 jobs to finish")
     assert events.finished[bad.id].state == JobStatus.FAILED
     assert events.finished[bad.id].error == "text prompt: the fox is not allowed"
     assert events.finished[crash.id].state == JobStatus.FAILED
@@ -194,7 +167,7 @@ async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
 
 
 async def test_checkpoints_are_stored_while_a_job_runs(queue: JobQueue, start_runner: RunnerFactory) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=30)
     await start_runner(gate=gate, checkpoint_every_steps=7)
@@ -204,7 +177,7 @@ async def test_checkpoints_are_stored_while_a_job_runs(queue: JobQueue, start_ru
     stored = await eventually(lambda: _checkpointed(queue, job.id, 28), 30.0, "the checkpoint of step 28")
     assert stored.checkpoint_step == 28  # every 7 steps: 7, 14, 21, 28
     await queue.cancel(job.id, by_user=ALICE.user_id)
-    await events.until(lambda: job.id in events.finished)
+    await eventually(lambda: job.id in events.finished, 60.0, "the job to finish")
 
 
 async def _checkpointed(queue: JobQueue, job_id: int, step: int) -> JobRecord | None:
@@ -215,7 +188,7 @@ async def _checkpointed(queue: JobQueue, job_id: int, step: int) -> JobRecord | 
 async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
     queue: JobQueue, start_runner: RunnerFactory
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=20)
     first, _ = await start_runner(gate=gate, checkpoint_every_steps=1000)
@@ -233,7 +206,7 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
     assert stored.checkpoint_step == 21
     assert job.id not in events.finished
     _, renderers = await start_runner()
-    await events.until(lambda: job.id in events.finished)
+    await eventually(lambda: job.id in events.finished, 60.0, "the job to finish")
     assert renderers["cpu"].resumed_from == [21]
     done = events.finished[job.id]
     assert done.state == JobStatus.DONE
@@ -242,7 +215,7 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
 
 
 async def test_a_runner_that_loses_its_lease_discards_its_attempt(queue: JobQueue, start_runner: RunnerFactory) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     gate = StepGate(hold_at=3)
     await start_runner(gate=gate)
@@ -262,7 +235,7 @@ async def test_a_runner_that_loses_its_lease_discards_its_attempt(queue: JobQueu
     assert (stored.state, stored.lease_owner) == (JobStatus.RUNNING, "thief/cpu")
 
 
-class Counting(Recorder):
+class Counting(EventRecorder):
     """Counts each member's jobs running at once, from the started/finished events."""
 
     def __init__(self) -> None:
@@ -290,7 +263,7 @@ def _with(spec: JobSpec, **changes: object) -> JobSpec:
 async def test_two_devices_run_two_members_at_once_but_never_one_member_twice(
     queue: JobQueue, start_runner: RunnerFactory
 ) -> None:
-    events = Recorder()
+    events = EventRecorder()
     queue.subscribe(events)
     counting = Counting()
     queue.subscribe(counting)
@@ -301,7 +274,7 @@ async def test_two_devices_run_two_members_at_once_but_never_one_member_twice(
     _, renderers = await start_runner(devices=("cpu:0", "cpu:1"), gate=gate)
     await gate.held(count=2)  # both devices have a job at once: one of each member's
     gate.release()
-    await events.until(lambda: len(events.finished) == 4)
+    await eventually(lambda: len(events.finished) == 4, 60.0, "4 jobs to finish")
     assert counting.most == {ALICE.user_id: 1, BOB.user_id: 1}  # the per-member running cap held
     assert all(r.rendered_on for r in renderers.values())  # both devices worked
     devices = {j.device for j in events.finished.values()}

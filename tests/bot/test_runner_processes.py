@@ -1,6 +1,6 @@
 """Real worker processes on one database: SIGKILL mid-job, two workers at once, SIGTERM drain.
 
-Each worker is `tests/bot/queue_worker.py` (JobQueue + JobRunner, the fake renderer or the tiny
+Each worker is `tests/support/queue_worker.py` (JobQueue + JobRunner, the fake renderer or the tiny
 engine) and reports its events as JSON lines, which these tests read back. A test that needs a job
 to be mid-render holds it there with a `FileGate` the workers share.
 """
@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from bot.queue import JobQueue, QueueConfig
+from bot.queue.service import JobQueue, QueueConfig
+from bot.services import open_queue
 from engine.jobs import JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 from tests.support import speed
@@ -42,7 +43,7 @@ class Worker:
         command = [
             sys.executable,
             "-m",
-            "tests.bot.queue_worker",
+            "tests.support.queue_worker",
             str(tmp / "jobs.db"),
             str(tmp / "data"),
             str(self.events),
@@ -73,7 +74,7 @@ def wait_for(path: Path, condition: Callable[[list[Event]], bool], limit_s: floa
 
 def jobs_in(db: Path, data: Path) -> list[JobRecord]:
     async def read() -> list[JobRecord]:
-        async with await JobQueue.open(data, db_path=db) as queue:
+        async with open_queue(db, data) as queue:
             return [await queue.get(i) for i in range(1, 1000) if await _exists(queue, i)]
 
     return asyncio.run(read())
@@ -147,7 +148,7 @@ def checkpoint_of(tmp_path: Path, job_id: int) -> int | None:
 def test_two_workers_on_one_database_never_run_a_job_twice(tmp_path: Path, workers: list[Worker]) -> None:
     async def submit() -> None:
         config = QueueConfig(max_queued_per_member=None)
-        async with await JobQueue.open(tmp_path / "data", config, db_path=tmp_path / "jobs.db") as queue:
+        async with open_queue(tmp_path / "jobs.db", tmp_path / "data", config) as queue:
             spec = JobSpec(text_prompts="a fox", width=64, height=64, num_cuts=4, iterations=15, vqgan_model="tiny")
             for n in range(10):
                 await queue.submit(Owner(user_id=n % 4), spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.scheduler import FairShare, Work, plan
+from bot.queue.scheduler import FairShare, Work, plan
 from storage.records import Candidate, QueueState
 
 

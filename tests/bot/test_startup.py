@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from bot.__main__ import build_renderer
-from tests.bot.fake_discord import FakeDiscord
 from tests.support.bot_harness import make_config, running_bot
+from tests.support.fake_discord import FakeDiscord
 from tests.support.waiting import eventually
 
 

@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 
 from engine.config import VQGAN_CLIP_Config
-from engine.jobs import JobSpec
 from engine.renderer import Renderer
 from tests.engine.model_server import ModelServer
 
@@ -37,28 +36,6 @@ def tiny_config() -> VQGAN_CLIP_Config:
     return VQGAN_CLIP_Config(
         vqgan_model_name="tiny", clip_model="tiny", output_image_size=[64, 64], num_cuts=4, cuda_device="cpu", seed=1
     )
-
-
-def tiny_spec(**changes: object) -> JobSpec:
-    """A small still-image job on the tiny preset."""
-    values: dict[str, object] = {
-        "text_prompts": "a red apple",
-        "width": 64,
-        "height": 64,
-        "iterations": 3,
-        "seed": 5,
-        "vqgan_model": "tiny",
-        "clip_model": "tiny",
-        "num_cuts": 4,
-    }
-    values.update(changes)
-    return JobSpec(**values)  # type: ignore[arg-type]
-
-
-def pixels(path: Path) -> np.ndarray:
-    """The image file's pixels as an array."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from engine.cli.main import main
-from tests.engine.conftest import pixels
+from tests.support.images import pixels
 
 ROOT = Path(__file__).resolve().parents[2]
 DONE_WHEN = ["image", "--model", "tiny", "--prompts", "a red apple:1 | blurry:-0.5", "--size", "64", "64",

@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.cli.main import main
 from engine.media import probe
-from tests.engine.mediafiles import make_video
+from tests.support.mediafiles import make_video
 
 
 def test_upscale_a_png_and_a_video(picture: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,9 +13,9 @@ from PIL import Image, PngImagePlugin
 from engine.errors import InvalidJob, ModelLoadError
 from engine.esrgan import inference_realesrgan
 from engine.models import esrgan
-from tests.engine.mediafiles import make_video
 from tests.engine.model_server import ModelServer, Reply
 from tests.engine.rrdbnet import RRDBNet, save_official
+from tests.support.mediafiles import make_video
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from PIL import Image
 from engine import VQGAN_CLIP_Config, generate
 from engine.jobs import JobSpec
 from engine.models.cache import ModelCache
-from tests.engine.conftest import pixels
+from tests.support.images import pixels
 
 
 def test_validation_messages_in_the_seeds_order_before_any_model_loads(

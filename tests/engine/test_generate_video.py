@@ -14,8 +14,8 @@ from engine.cli.main import main
 from engine.errors import InvalidJob
 from engine.media import probe
 from engine.pipelines.images import read_params
-from tests.engine.mediafiles import make_stills, make_video
 from tests.engine.rrdbnet import RRDBNet, save_official
+from tests.support.mediafiles import make_stills, make_video
 
 
 def seed_config(seed: int | None = 3) -> VQGAN_CLIP_Config:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.pipelines import images
 from engine.renderer import Renderer
-from tests.engine.conftest import tiny_spec
+from tests.support.specs import tiny_spec
 
 
 def test_png_carries_the_seeds_keys_and_the_engine_params(renderer: Renderer, tmp_path: Path, picture: Path) -> None:

@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.errors import InvalidJob
 from engine.media import ffmpeg, probe, video_tools
-from tests.engine.mediafiles import make_video
+from tests.support.mediafiles import make_video
 
 
 @pytest.fixture(scope="module")

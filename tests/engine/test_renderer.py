@@ -16,7 +16,8 @@ from engine.errors import InvalidJob
 from engine.jobs import JobKind, Progress
 from engine.optim.pixels import noise_pixels
 from engine.renderer import Renderer
-from tests.engine.conftest import pixels, tiny_spec
+from tests.support.images import pixels
+from tests.support.specs import tiny_spec
 
 
 def test_same_seed_same_pixels_other_seed_other_pixels(renderer: Renderer, tmp_path: Path) -> None:

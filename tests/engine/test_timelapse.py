@@ -12,7 +12,7 @@ from engine.errors import InvalidJob
 from engine.jobs import JobKind, Progress
 from engine.media import ffmpeg, probe
 from engine.renderer import Renderer
-from tests.engine.conftest import tiny_spec
+from tests.support.specs import tiny_spec
 
 
 def decoded(path: Path) -> bytes:

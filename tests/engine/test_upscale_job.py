@@ -23,8 +23,9 @@ from engine.media import ffmpeg, probe
 from engine.models import esrgan
 from engine.pipelines import images
 from engine.renderer import Renderer
-from tests.engine.conftest import pixels, tiny_spec
-from tests.engine.mediafiles import make_video
+from tests.support.images import pixels
+from tests.support.mediafiles import make_video
+from tests.support.specs import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -15,7 +15,7 @@ from engine.errors import InvalidJob
 from engine.jobs import Artifact, JobKind, JobSpec, Progress
 from engine.media import ffmpeg, probe
 from engine.renderer import Renderer
-from tests.engine.mediafiles import make_video
+from tests.support.mediafiles import make_video
 
 TINY = {"vqgan_model": "tiny", "clip_model": "tiny", "num_cuts": 8, "width": 64, "height": 64}
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from engine.errors import InvalidJob
 from engine.media import ffmpeg, probe, video_tools
-from tests.engine.mediafiles import HOSTILE_NAMES, make_stills, make_video
+from tests.support.mediafiles import HOSTILE_NAMES, make_stills, make_video
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 from engine.jobs import JobSpec, JobStatus, spec_to_json
-from storage.db import open_database
-from storage.migrations import LATEST, schema_version
-from storage.sqlite_jobs import SqliteJobStore
+from storage.sqlite.db import open_database
+from storage.sqlite.migrations import LATEST, schema_version
+from storage.sqlite.store import SqliteJobStore
 
 
 async def test_a_new_database_is_created_at_the_latest_version_in_wal_mode(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The real VQBot, JobQueue and JobRunner in the test's event loop, logged in to the fake Discord.
 
-Only the engine is replaced, by `FakeRenderer` behind the harness's `StepGate`: a test that needs a
-job to be running holds it with `h.gate.hold_at(n)` and lets it go with `h.gate.release()`.
+They are built by `bot.services.build_services`, as `python -m bot` builds them. Only the engine is
+replaced, by `FakeRenderer` behind the harness's `StepGate`: a test that needs a job to be running
+holds it with `h.gate.hold_at(n)` and lets it go with `h.gate.release()`.
 """
 
 from __future__ import annotations
@@ -9,26 +10,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import discord
-from PIL import Image
 
-from bot.admission import AdmissionLimits
-from bot.app import BotConfig, VQBot, point_at
-from bot.ports import JobNotFound
-from bot.queue import JobQueue, QueueConfig
-from bot.runner import JobRunner
+from bot.app import VQBot, point_at
+from bot.config import BotConfig
+from bot.queue.admission import AdmissionLimits
+from bot.queue.api import JobNotFound
+from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.service import JobQueue, QueueConfig
+from bot.services import ServiceConfig, build_services
 from storage.records import JobRecord
-from tests.bot.fake_discord import FakeDiscord
+from tests.support.fake_discord import BOT_TOKEN, FakeDiscord
 from tests.support.gate import StepGate
 from tests.support.renderer import FakeRenderer
 from tests.support.waiting import eventually
 
-BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
 ALICE, BOB, CAROL = 111111111111111111, 222222222222222222, 333333333333333333  # members of the fake guild
 
 
@@ -79,36 +79,30 @@ async def running_bot(
     limits = AdmissionLimits(
         max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames
     )
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    queue_config = QueueConfig(devices=devices, max_queued_per_member=max_queued, admission=limits)
-    queue = await JobQueue.open(config.data_dir, queue_config)
+    services_config = ServiceConfig(
+        bot=config,
+        queue=QueueConfig(devices=devices, max_queued_per_member=max_queued, admission=limits),
+        runner=RunnerConfig(preview_interval_s=config.preview_seconds, poll_s=0.1) if run_jobs else None,
+        store_url=config.data_dir / "jobs.sqlite3",
+    )
     gate = StepGate(hold_at)
-    runner = JobRunner(
-        queue, lambda device: FakeRenderer(device, noise=True, gate=gate), devices, config.data_dir,
-        preview_interval_s=config.preview_seconds, poll_s=0.1,
-    ) if run_jobs else None  # fmt: skip
-
-    async def start_runner(bot: VQBot) -> None:
-        if runner is not None:
-            await runner.start()
-
-    bot = VQBot(config, queue, on_setup=start_runner)
-    task = asyncio.create_task(bot.start(BOT_TOKEN))
     try:
-        await asyncio.wait_for(fake.identified.wait(), 15)
-        yield Harness(bot, queue, runner, gate)
-    finally:
-        gate.release()
-        await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client
-        if runner is not None:
-            await runner.drain()
-        await queue.flush_events(limit_s=5.0)
-        await bot.close()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        await _finish_dispatched_events()
-        await queue.aclose()
+        async with build_services(
+            services_config, lambda device: FakeRenderer(device, noise=True, gate=gate)
+        ) as services:
+            task = asyncio.create_task(services.bot.start(BOT_TOKEN))
+            try:
+                await asyncio.wait_for(fake.identified.wait(), 15)
+                yield Harness(services.bot, services.queue, services.runner, gate)
+            finally:
+                gate.release()
+                await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client
+                await services.stop()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                await _finish_dispatched_events()
         await _finish_dispatched_events()  # and any an event handler scheduled while the queue closed
+    finally:
         discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = old_base, old_gateway
 
 
@@ -151,12 +145,6 @@ def make_config(tmp_path: Path, **overrides: Any) -> BotConfig:
     }
     values.update(overrides)
     return BotConfig(**values)
-
-
-def png_bytes(size: tuple[int, int] = (32, 32)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 30, 30)).save(out, "PNG")
-    return out.getvalue()
 
 
 def status_message(fake: FakeDiscord, job_id: int) -> dict[str, Any]:

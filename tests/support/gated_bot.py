@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from bot.__main__ import engine_renderer, main
-from bot.ports import Renderer
+from bot.queue.api import Renderer
 from bot.settings import Settings
 from tests.support.gate import FileGate, GatedRenderer
 

@@ -1,10 +1,10 @@
 """`JobRunner`: claims jobs (fair share, lease + heartbeat) and renders each on its device's own thread.
 
-Threading (style.md §B4): one single-thread executor per device; the renderer is built on that
-thread at start and every render for the device runs there. The render thread talks to the event
-loop only through `loop.call_soon_threadsafe`; the loop talks to it only through a
-`threading.Event` (cancel) and plain flags. Every write a runner makes is fenced on its lease, so
-a runner that lost its lease changes nothing. No torch here: the renderer comes from a factory.
+Threading (docs/architecture.md, "Processes and threads"): one single-thread executor per device; the
+renderer is built on that thread at start and every render for the device runs there. The render
+thread talks to the event loop only through `loop.call_soon_threadsafe`; the loop talks to it only
+through a `threading.Event` (cancel) and plain flags. Every write a runner makes is fenced on its
+lease, so a runner that lost its lease changes nothing. No torch here: the renderer comes from a factory.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import functools
 import logging
 import os
 import shutil
-import signal
 import socket
 import threading
 import time
@@ -25,13 +24,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from bot.ports import ProgressUpdate, Renderer
-from bot.queue import JobQueue
+from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
 from engine.errors import EngineError, ModelLoadError
 from engine.jobs import Artifact, JobKind, JobStatus, Progress
 from storage.records import Claim
 
 log = logging.getLogger(__name__)
+
+RendererFactory = Callable[[str], Renderer]  # device -> its renderer, called on the device's thread
 
 
 def output_path(data_dir: Path, claim: Claim) -> Path:
@@ -44,12 +44,29 @@ def output_path(data_dir: Path, claim: Claim) -> Path:
     return Path(data_dir) / "outputs" / str(claim.job.id) / f"a{claim.attempt}" / name
 
 
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class RunnerConfig:
+    """How a runner claims, reports and checkpoints.
+
+    An explicit `worker_id` is stable across restarts, so the leases it held before are taken back at
+    once instead of after they expire; None makes up a fresh one per process.
+    """
+
+    worker_id: str | None = None
+    lease_s: float = 30.0
+    preview_interval_s: float = 4.0  # a preview is decoded at most this often per job
+    checkpoint_every_steps: int = 50
+    checkpoint_every_s: float = 60.0
+    poll_s: float | None = None  # an idle device looks for work this often; None: a third of the lease
+
+
 @dataclasses.dataclass(slots=True)
 class _Run:
     """One job on one device: what the render thread and the loop share (plain attributes, set by one side)."""
 
     claim: Claim
     device: str
+    output: Path
     cancel: threading.Event
     started: float  # monotonic
     first_step: int  # where this attempt began (a resumed job starts past 0)
@@ -67,36 +84,32 @@ class _Run:
 
 
 class JobRunner:
-    """Runs queued jobs on `devices` (e.g. ("cuda:0", "cuda:1") or ("cpu",)); one thread per device."""
+    """Runs queued jobs on `devices` (e.g. ("cuda:0", "cuda:1") or ("cpu",)); one thread per device.
+
+    Results go under `data_dir/outputs/`. Implements `bot.queue.api.LocalRunner` for `queue`.
+    """
 
     def __init__(
         self,
-        queue: JobQueue,
-        make_renderer: Callable[[str], Renderer],
+        queue: RunnerQueue,
+        make_renderer: RendererFactory,
         devices: Sequence[str],
-        data_dir: Path | None = None,
-        *,
-        worker_id: str | None = None,
-        lease_s: float = 30.0,
-        preview_interval_s: float = 4.0,
-        checkpoint_every_steps: int = 50,
-        checkpoint_every_s: float = 60.0,
-        poll_s: float | None = None,
+        data_dir: Path,
+        config: RunnerConfig | None = None,
     ) -> None:
         if not devices:
             raise ValueError("at least one device")
+        config = config or RunnerConfig()
         self.queue = queue
-        self.store = queue.store
         self.devices = tuple(devices)
-        self.data_dir = Path(data_dir) if data_dir is not None else queue.data_dir  # results: data_dir/outputs/
-        # an explicit worker id is stable across restarts: its old leases are taken back at once
-        self._reclaim_own = worker_id is not None
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.lease_s = lease_s
-        self.preview_interval_s = preview_interval_s
-        self.checkpoint_every_steps = checkpoint_every_steps
-        self.checkpoint_every_s = checkpoint_every_s
-        self.poll_s = poll_s if poll_s is not None else lease_s / 3
+        self.data_dir = Path(data_dir)
+        self._reclaim_own = config.worker_id is not None
+        self.worker_id = config.worker_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.lease_s = config.lease_s
+        self.preview_interval_s = config.preview_interval_s
+        self.checkpoint_every_steps = config.checkpoint_every_steps
+        self.checkpoint_every_s = config.checkpoint_every_s
+        self.poll_s = config.poll_s if config.poll_s is not None else config.lease_s / 3
         self._make_renderer = make_renderer
         self._pools = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"render-{d}") for d in self.devices}
         self._renderers: dict[str, Renderer] = {}
@@ -104,7 +117,6 @@ class JobRunner:
         self._runs: dict[int, _Run] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._signal_task: asyncio.Task[None] | None = None
         self.stopped = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -113,7 +125,7 @@ class JobRunner:
         """Build each device's renderer on its own thread, then start claiming jobs."""
         loop = asyncio.get_running_loop()
         if self._reclaim_own:
-            taken = await self.store.expire_leases(f"{self.worker_id}/")
+            taken = await self.queue.reclaim_leases(f"{self.worker_id}/")
             if taken:
                 log.info("taking back %d job(s) this worker was running before a restart", taken)
         built = await asyncio.gather(
@@ -149,17 +161,7 @@ class JobRunner:
         self.stopped.set()
         log.info("runner %s stopped", self.worker_id)
 
-    def install_signal_handlers(self, grace_s: float = 10.0) -> None:
-        """Drain on SIGTERM and SIGINT (await `stopped` to know when it is done)."""
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, lambda s=sig: self._on_signal(s, grace_s))
-
-    def _on_signal(self, sig: signal.Signals, grace_s: float) -> None:
-        log.info("%s: draining", sig.name)
-        self._signal_task = asyncio.get_running_loop().create_task(self.drain(grace_s))
-
-    # -- what the queue calls -------------------------------------------------------------------
+    # -- LocalRunner: what the queue calls ------------------------------------------------------
 
     def wake(self) -> None:
         for event in self._wake.values():
@@ -180,9 +182,7 @@ class JobRunner:
         while not self._stopping:
             wake.clear()
             try:
-                claim = await self.store.claim_next(
-                    owner, lease_s=self.lease_s, now=time.time(), choose=self.queue.policy.choose, device=device
-                )
+                claim = await self.queue.claim(owner, lease_s=self.lease_s, device=device)
             except Exception:
                 log.exception("claiming a job on %s failed; retrying", device)
                 claim = None
@@ -192,13 +192,13 @@ class JobRunner:
                 continue
             await self._run(device, claim)
 
-    async def _run(self, device: str, claim: Claim) -> None:
+    def _begin(self, device: str, claim: Claim) -> _Run:
         job = claim.job
-        loop = asyncio.get_running_loop()
         resumed_at = (job.checkpoint_step or 0) if claim.checkpoint is not None else 0
         run = _Run(
             claim=claim,
             device=device,
+            output=output_path(self.data_dir, claim),
             cancel=threading.Event(),
             started=time.monotonic(),
             first_step=resumed_at,
@@ -211,7 +211,6 @@ class JobRunner:
         if self._stopping:
             run.draining = True
         self._runs[job.id] = run
-        output = output_path(self.data_dir, claim)
         log.info(
             "job %s started on %s (attempt %d%s)",
             job.id,
@@ -219,83 +218,79 @@ class JobRunner:
             claim.attempt,
             f", from step {resumed_at}" if resumed_at else "",
         )
+        return run
+
+    async def _run(self, device: str, claim: Claim) -> None:
+        job = claim.job
+        run = self._begin(device, claim)
         self.queue.publish_started(job)
-        beat = loop.create_task(self._heartbeat(run))
-        render = functools.partial(
-            self._renderers[device].render,
-            job.spec,
-            output,
-            on_progress=functools.partial(self._on_progress, loop, run),
-            cancel=run.cancel,
-            resume=claim.checkpoint,
-        )
-        artifact: Artifact | None = None
-        error: str | None = None
+        beat = asyncio.get_running_loop().create_task(self._heartbeat(run))
         try:
-            await asyncio.to_thread(output.parent.mkdir, parents=True, exist_ok=True)
-            artifact = await loop.run_in_executor(self._pools[device], render)
-        except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
-            run.cancel.set()
-            raise
-        except EngineError as e:
-            if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
-                log.exception("job %s: model load failed on %s", job.id, device)
-                error = "internal error"
-            else:  # InvalidJob, OutOfMemory: their messages say what to change
-                log.info("job %s refused by the engine: %s", job.id, e)
-                error = str(e)
-        except Exception:
-            log.exception("job %s failed on %s", job.id, device)
-            error = "internal error"
+            artifact, error = await self._render(run)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             self._runs.pop(job.id, None)
         try:
-            await self._settle(run, artifact, error, output)
+            await self._settle(run, artifact, error)
         except Exception:
             log.exception("job %s: recording its end failed", job.id)
         finally:
             self.queue.forget_live(job.id)
 
-    async def _settle(self, run: _Run, artifact: Artifact | None, error: str | None, output: Path) -> None:
+    async def _render(self, run: _Run) -> tuple[Artifact | None, str | None]:
+        """Render on the device's thread: (the artifact, None), or (None, the error the member sees)."""
+        job, device = run.claim.job, run.device
+        loop = asyncio.get_running_loop()
+        render = functools.partial(
+            self._renderers[device].render,
+            job.spec,
+            run.output,
+            on_progress=functools.partial(self._on_progress, loop, run),
+            cancel=run.cancel,
+            resume=run.claim.checkpoint,
+        )
+        try:
+            await asyncio.to_thread(run.output.parent.mkdir, parents=True, exist_ok=True)
+            return await loop.run_in_executor(self._pools[device], render), None
+        except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
+            run.cancel.set()
+            raise
+        except EngineError as e:
+            if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
+                log.exception("job %s: model load failed on %s", job.id, device)
+                return None, "internal error"
+            log.info("job %s refused by the engine: %s", job.id, e)  # InvalidJob, OutOfMemory: say what to change
+            return None, str(e)
+        except Exception:
+            log.exception("job %s failed on %s", job.id, device)
+            return None, "internal error"
+
+    async def _settle(self, run: _Run, artifact: Artifact | None, error: str | None) -> None:
         claim, job = run.claim, run.claim.job
         if run.writer is not None:
             await run.writer
         gpu_seconds = time.monotonic() - run.started
-        now = time.time()
         if run.lost:
             log.warning("job %s: lease lost to another runner; discarding this attempt", job.id)
-            await asyncio.to_thread(shutil.rmtree, output.parent, True)
+            await asyncio.to_thread(shutil.rmtree, run.output.parent, True)
             return
-        stopped_for_drain = run.draining and (artifact is None or artifact.partial) and error is None
-        if stopped_for_drain:
-            if run.drain_checkpoint is not None:
-                data, step, frame = run.drain_checkpoint
-                await self.store.save_checkpoint(claim, data, step=step, frame=frame, now=now)
-            released = await self.store.release(claim, now=now, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame)
-            await asyncio.to_thread(shutil.rmtree, output.parent, True)
-            log.info(
-                "job %s: back in the queue at step %d (shutdown)%s",
-                job.id,
-                run.step,
-                "" if released else ", lease lost",
-            )
+        if run.draining and (artifact is None or artifact.partial) and error is None:
+            await self._give_back(run, gpu_seconds)
             return
         if artifact is not None:
             self._record_speed(run, artifact)
         if error is not None:
-            record = await self.store.finish(
-                claim, JobStatus.FAILED, now=now, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
+            record = await self.queue.finish(
+                claim, JobStatus.FAILED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
             )
         else:
             assert artifact is not None
             state = JobStatus.CANCELLED if artifact.partial and run.cancel.is_set() else JobStatus.DONE
-            record = await self.store.finish(
+            record = await self.queue.finish(
                 claim,
                 state,
-                now=now,
                 gpu_seconds=gpu_seconds,
                 step=artifact.steps_done,
                 frame=artifact.frames_done,
@@ -307,7 +302,21 @@ class JobRunner:
             log.warning("job %s: lease lost before it could be recorded; discarding this attempt", job.id)
             return
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
-        self.queue.publish_finished(record)
+
+    async def _give_back(self, run: _Run, gpu_seconds: float) -> None:
+        """Stopped for a shutdown: store the drain checkpoint and put the job back in the queue."""
+        claim = run.claim
+        if run.drain_checkpoint is not None:
+            data, step, frame = run.drain_checkpoint
+            await self.queue.save_checkpoint(claim, data, step=step, frame=frame)
+        released = await self.queue.release(claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame)
+        await asyncio.to_thread(shutil.rmtree, run.output.parent, True)
+        log.info(
+            "job %s: back in the queue at step %d (shutdown)%s",
+            claim.job.id,
+            run.step,
+            "" if released else ", lease lost",
+        )
 
     def _record_speed(self, run: _Run, artifact: Artifact) -> None:
         steps = artifact.steps_done - run.first_step
@@ -322,13 +331,8 @@ class JobRunner:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
-                state = await self.store.renew_lease(
-                    run.claim,
-                    lease_s=self.lease_s,
-                    now=time.time(),
-                    step=run.step,
-                    frame=run.frame,
-                    heartbeat_at=run.last_iteration_at,
+                state = await self.queue.renew_lease(
+                    run.claim, lease_s=self.lease_s, step=run.step, frame=run.frame, heartbeat_at=run.last_iteration_at
                 )
             except Exception:  # a busy database: try again at the next beat, the lease has slack
                 log.exception("job %s: heartbeat failed", run.claim.job.id)
@@ -395,7 +399,7 @@ class JobRunner:
             data, step, frame = run.pending_checkpoint
             run.pending_checkpoint = None
             try:
-                ok = await self.store.save_checkpoint(run.claim, data, step=step, frame=frame, now=time.time())
+                ok = await self.queue.save_checkpoint(run.claim, data, step=step, frame=frame)
             except Exception:
                 log.exception("job %s: saving a checkpoint failed", run.claim.job.id)
                 continue

@@ -12,11 +12,9 @@ import signal
 import sys
 from pathlib import Path
 
-from tests.bot.fake_discord import FakeDiscord
 from tests.support import speed
+from tests.support.fake_discord import BOT_TOKEN, FakeDiscord
 from tests.support.gate import FileGate
-
-BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"
 
 
 class BotProcess:

@@ -1,6 +1,6 @@
 """Queue benchmark: submit latency and event-loop lag with 1,000 queued jobs (prints numbers).
 
-    python -m bot.bench_queue [--jobs 1000] [--members 150] [--renderer fake|tiny] [--run-s 5]
+    python benchmarks/queue_latency.py [--jobs 1000] [--members 150] [--renderer fake|tiny] [--run-s 5]
 
 Fills a fresh database with `--jobs` jobs from `--members` members, timing each submit (which
 includes its position and ETA over the whole queue), then times `snapshot()` and runs the runner
@@ -13,16 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from bot.loop_lag import LoopLag, percentile
-from bot.ports import Renderer
-from bot.queue import JobQueue, QueueConfig
-from bot.runner import JobRunner
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.loop_lag import LoopLag, percentile
+from bot.queue.api import Renderer
+from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.service import QueueConfig
+from bot.services import open_queue
 from engine.jobs import Artifact, JobSpec, Progress, ProgressCallback
 from storage.records import Owner
 
@@ -67,7 +70,7 @@ class SleepRenderer:
         )
 
 
-def _factory(kind: str) -> Callable[[str], Renderer]:
+def _factory(kind: str) -> RendererFactory:
     if kind == "tiny":
         import torch
 
@@ -78,7 +81,7 @@ def _factory(kind: str) -> Callable[[str], Renderer]:
         def build(device: str) -> Renderer:
             renderer = EngineRenderer(device)
             renderer.models(SPEC)  # models resident before the first job, as the bot does it
-            return renderer  # type: ignore[return-value]
+            return renderer
 
         return build
     return lambda device: SleepRenderer()
@@ -91,8 +94,7 @@ def _ms(values: list[float], q: float) -> str:
 async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
-        queue = await JobQueue.open(Path(tmp), config)
-        try:
+        async with open_queue(Path(tmp) / "jobs.sqlite3", Path(tmp), config) as queue:
             latencies: list[float] = []
             async with LoopLag() as lag:
                 for n in range(jobs):
@@ -110,7 +112,7 @@ async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
                 entries = await queue.snapshot()
                 snapshots.append(time.perf_counter() - began)
             print(f"snapshot of {len(entries)} jobs: p50 {_ms(snapshots, 50)} ms, p99 {_ms(snapshots, 99)} ms")
-            runner = JobRunner(queue, _factory(renderer), ["cpu"], Path(tmp), preview_interval_s=1.0)
+            runner = JobRunner(queue, _factory(renderer), ["cpu"], Path(tmp), RunnerConfig(preview_interval_s=1.0))
             await runner.start()
             latencies.clear()
             async with LoopLag() as lag:
@@ -121,19 +123,17 @@ async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
                     latencies.append(time.perf_counter() - began)
                     await asyncio.sleep(0.25)
             await runner.drain()
-            done = len(await queue.store.undelivered())  # every finished job here has a result nobody posted
+            done = len(await queue.undelivered())  # every finished job here has a result nobody posted
             worst = [round(x * 1000) for x in sorted(lag.samples)[-3:]]
             print(f"while rendering ({renderer}, {run_s:.0f} s; jobs finished: {done}):")
             print(
                 f"  loop lag: p50 {lag.percentile(50) * 1000:.2f} ms, p99 {lag.percentile(99) * 1000:.2f} ms, worst {worst} ms ({len(lag.samples)} samples)"
             )
             print(f"  submit with {jobs}+ queued: p50 {_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
-        finally:
-            await queue.aclose()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--members", type=int, default=150)
     parser.add_argument("--renderer", choices=("fake", "tiny"), default="fake")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from storage.migrations import LATEST, migrate
+from storage.sqlite.migrations import LATEST, migrate
 
 BUSY_TIMEOUT_MS = 10_000
 

@@ -11,9 +11,9 @@ import aiosqlite
 import pytest
 
 from engine.jobs import JobSpec, JobStatus
-from storage.jobs import LimitReached, NoSuchJob
 from storage.records import Owner, QueueState, SubmitLimits
-from storage.sqlite_jobs import SqliteJobStore
+from storage.sqlite.store import SqliteJobStore
+from storage.store import LimitReached, NoSuchJob
 
 SPEC = JobSpec(text_prompts="a lighthouse", width=64, height=64, iterations=10, vqgan_model="tiny", clip_model="tiny")
 NO_LIMITS = SubmitLimits(max_queued_per_member=None, max_queued_per_guild=None)

@@ -1,7 +1,7 @@
 """`SqliteJobStore`: the `JobStore` on one SQLite file (WAL), through aiosqlite.
 
 Every state change is one `BEGIN IMMEDIATE` transaction; runner writes are fenced on
-`lease_owner` and `attempt`. Rows become records on aiosqlite's thread (a row factory), so a
+`lease_owner` and `attempt`. Rows become records on aiosqlite's thread (`storage.sqlite.rows`), so a
 thousand-job read does not stall the event loop.
 """
 
@@ -16,102 +16,15 @@ from typing import Any
 
 import aiosqlite
 
-from engine.jobs import JobKind, JobSpec, JobStatus, spec_from_json, spec_to_json
-from storage.db import connect, immediate
-from storage.jobs import Chooser, LimitReached, NoSuchJob, PrepareSpec
-from storage.records import (
-    Candidate,
-    Claim,
-    JobRecord,
-    LeaseState,
-    Owner,
-    PlanRow,
-    QueueState,
-    SubmitLimits,
-    job_steps,
-)
+from engine.jobs import JobSpec, JobStatus, spec_to_json
+from storage.records import Candidate, Claim, JobRecord, LeaseState, Owner, PlanRow, QueueState, SubmitLimits, job_steps
+from storage.sqlite.db import connect, immediate
+from storage.sqlite.rows import PLAN_COLUMNS, RECORD_COLUMNS, fetch_all, job_record, plan_row
+from storage.store import Chooser, LimitReached, NoSuchJob, PrepareSpec
 
 log = logging.getLogger(__name__)
 
-_COLUMNS = (
-    "id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at, "
-    "step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id, "
-    "upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step, "
-    "checkpoint_frame, attempt"
-)
 _FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
-
-
-_SPEC_CACHE: dict[str, JobSpec] = {}  # spec JSON -> spec; a spec never changes once stored
-_SPEC_CACHE_MAX = 20_000
-
-
-def _spec(text: str) -> JobSpec:
-    spec = _SPEC_CACHE.get(text)
-    if spec is None:
-        if len(_SPEC_CACHE) >= _SPEC_CACHE_MAX:
-            _SPEC_CACHE.clear()
-        spec = _SPEC_CACHE[text] = spec_from_json(text)
-    return spec
-
-
-def _record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
-    """A row of `_COLUMNS` as a record. Used as a row factory, so it runs on aiosqlite's thread, not the loop."""
-    (
-        job_id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at,
-        step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id,
-        upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step,
-        checkpoint_frame, attempt,
-    ) = row  # fmt: skip
-    return JobRecord(
-        id=job_id,
-        kind=JobKind(kind),
-        owner=Owner(user_id=user_id, guild_id=guild_id, channel_id=channel_id),
-        spec=_spec(spec),
-        state=JobStatus(state),
-        created_at=created_at,
-        started_at=started_at,
-        finished_at=finished_at,
-        step=step,
-        steps=steps,
-        frame=frame,
-        frames=frames,
-        gpu_seconds=gpu_seconds,
-        result_paths=tuple(json.loads(result_paths)) if result_paths != "[]" else (),
-        partial=bool(partial),
-        error=error,
-        status_message_id=status_message_id,
-        result_message_id=result_message_id,
-        upload_limit=upload_limit,
-        priority=bool(priority),
-        attempt=attempt,
-        seed=seed,
-        device=device,
-        lease_owner=lease_owner,
-        lease_until=lease_until,
-        heartbeat_at=heartbeat_at,
-        cancel_requested=bool(cancel_requested),
-        checkpoint_step=checkpoint_step,
-        checkpoint_frame=checkpoint_frame,
-    )
-
-
-def _plan_row(_cursor: object, row: tuple[Any, ...]) -> PlanRow:
-    job_id, user_id, priority, state, steps, done, vqgan, clip, width, height, cuts, device = row
-    return PlanRow(
-        id=job_id,
-        user_id=user_id,
-        priority=bool(priority),
-        running=state == "running",
-        steps=steps,
-        steps_done=done or 0,
-        vqgan_model=vqgan,
-        clip_model=clip,
-        width=width,
-        height=height,
-        num_cuts=cuts,
-        device=device,
-    )
 
 
 class SqliteJobStore:
@@ -145,9 +58,8 @@ class SqliteJobStore:
 
     async def _records(self, where: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[JobRecord]:
         """Records matching `where` (SQL after WHERE), built on aiosqlite's thread so the loop stays free."""
-        async with self._conn.execute(f"SELECT {_COLUMNS} FROM jobs WHERE {where}", params) as cursor:
-            cursor.row_factory = _record  # type: ignore[assignment]
-            return list(await cursor.fetchall())  # type: ignore[arg-type]
+        async with self._conn.execute(f"SELECT {RECORD_COLUMNS} FROM jobs WHERE {where}", params) as cursor:
+            return await fetch_all(cursor, job_record)
 
     async def _get(self, job_id: int) -> JobRecord:
         rows = await self._records("id = ?", (job_id,))
@@ -176,26 +88,7 @@ class SqliteJobStore:
         spec_json = spec_to_json(spec)  # validates that the spec serialises before anything is written
         steps, frames = job_steps(spec)
         async with self._lock, immediate(self._conn):
-            if limits.max_queued_per_member is not None:
-                row = await self._one(
-                    "SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state = 'queued'", (owner.user_id,)
-                )
-                count = row[0] if row else 0
-                if count >= limits.max_queued_per_member:
-                    raise LimitReached(
-                        f"you already have {count} jobs waiting (the limit is {limits.max_queued_per_member}); "
-                        "wait for one to start or cancel one"
-                    )
-            if limits.max_queued_per_guild is not None and owner.guild_id is not None:
-                row = await self._one(
-                    "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state = 'queued'", (owner.guild_id,)
-                )
-                count = row[0] if row else 0
-                if count >= limits.max_queued_per_guild:
-                    raise LimitReached(
-                        f"this server already has {count} jobs waiting (the limit is {limits.max_queued_per_guild}); "
-                        "try again when the queue is shorter"
-                    )
+            await self._check_caps(owner, limits)
             cursor = await self._conn.execute(
                 "INSERT INTO jobs (kind, user_id, guild_id, channel_id, spec, state, priority, created_at, steps, "
                 "frames, upload_limit) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
@@ -219,6 +112,27 @@ class SqliteJobStore:
                 final = await prepare(job_id)
                 await self._conn.execute("UPDATE jobs SET spec = ? WHERE id = ?", (spec_to_json(final), job_id))
             return await self._get(job_id)
+
+    async def _check_caps(self, owner: Owner, limits: SubmitLimits) -> None:
+        """Raise `LimitReached` when the member's or the server's queued jobs are at their cap (inside the insert)."""
+        if limits.max_queued_per_member is not None:
+            row = await self._one("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state = 'queued'", (owner.user_id,))
+            count = row[0] if row else 0
+            if count >= limits.max_queued_per_member:
+                raise LimitReached(
+                    f"you already have {count} jobs waiting (the limit is {limits.max_queued_per_member}); "
+                    "wait for one to start or cancel one"
+                )
+        if limits.max_queued_per_guild is not None and owner.guild_id is not None:
+            row = await self._one(
+                "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state = 'queued'", (owner.guild_id,)
+            )
+            count = row[0] if row else 0
+            if count >= limits.max_queued_per_guild:
+                raise LimitReached(
+                    f"this server already has {count} jobs waiting (the limit is {limits.max_queued_per_guild}); "
+                    "try again when the queue is shorter"
+                )
 
     async def get(self, job_id: int) -> JobRecord:
         async with self._lock:
@@ -244,15 +158,10 @@ class SqliteJobStore:
         async with (
             self._lock,
             self._conn.execute(
-                "SELECT id, user_id, priority, state, steps, CASE WHEN state = 'running' "
-                "THEN MAX(step, COALESCE(checkpoint_step, 0)) ELSE checkpoint_step END, "
-                "json_extract(spec, '$.vqgan_model'), json_extract(spec, '$.clip_model'), json_extract(spec, '$.width'), "
-                "json_extract(spec, '$.height'), json_extract(spec, '$.num_cuts'), device "
-                "FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+                f"SELECT {PLAN_COLUMNS} FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
             ) as cursor,
         ):
-            cursor.row_factory = _plan_row  # type: ignore[assignment]
-            return list(await cursor.fetchall())  # type: ignore[arg-type]
+            return await fetch_all(cursor, plan_row)
 
     async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
         """A member's jobs, newest first."""

@@ -1,8 +1,8 @@
-"""`JobQueue`: the `RenderQueue` the bot talks to. Admission, caps, inputs, cancel, positions, events.
+"""`JobQueue`: the queue the bot and the runners talk to. Admission, caps, inputs, cancel, positions, events.
 
-The database is the queue (style.md §B4): this class keeps no job list of its own, only the live
-progress of jobs running in this process and the subscribers to tell. `bot.runner.JobRunner`
-claims and runs jobs and reports back through the `publish_*` methods.
+The database is the queue (docs/architecture.md, "Where state lives"): this class keeps no job list of
+its own, only the live progress of jobs running in this process and the subscribers to tell. A
+`bot.queue.runner.JobRunner` claims jobs through it under a lease and reports back through it.
 """
 
 from __future__ import annotations
@@ -10,32 +10,29 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import os
-import shutil
 import time
-import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
-from bot.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_key
-from bot.ports import JobEvents, JobNotFound, NotAllowed, ProgressUpdate, QueueEntry, QueueRefused
-from bot.scheduler import FairShare, Planned, Work, plan
+from bot.queue.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_key
+from bot.queue.api import (
+    JobEvents,
+    JobNotFound,
+    LocalRunner,
+    NotAllowed,
+    ProgressUpdate,
+    QueueEntry,
+    QueueRefused,
+)
+from bot.queue.inputs import StagedInputs, input_files
+from bot.queue.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
-from storage.jobs import JobStore, LimitReached, NoSuchJob
-from storage.records import JobRecord, Owner, PlanRow, SubmitLimits
-from storage.sqlite_jobs import SqliteJobStore
+from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, SubmitLimits
+from storage.store import JobStore, LimitReached, NoSuchJob
 
 log = logging.getLogger(__name__)
-
-PATH_FIELDS = ("init_image", "video")  # spec fields that are a local file path
-INPUT_FIELDS = (*PATH_FIELDS, "image_prompts")  # `inputs` keys; an image prompt names its file in the prompt text
-
-
-def escape_path(path: Path | str) -> str:
-    """A path as it appears in a prompt (colons escaped for the prompt syntax)."""
-    return str(path).replace(":", "\\:")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -43,7 +40,6 @@ class QueueConfig:
     """The queue's knobs. Devices are the runner's (`ENGINE_DEVICE`); ETAs divide work among them."""
 
     devices: tuple[str, ...] = ("cpu",)
-    usage_window_s: float = 24 * 3600.0
     priority_weight: float = 4.0
     max_running_per_member: int | None = 1
     max_queued_per_member: int | None = 10
@@ -51,16 +47,12 @@ class QueueConfig:
     admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
 
 
-class LocalRunner(Protocol):
-    """What the queue needs from a runner in this process."""
-
-    def wake(self) -> None: ...
-
-    def cancel_running(self, job_id: int) -> bool: ...
-
-
 class JobQueue:
-    """Submit, cancel and inspect jobs; fan events out to subscribers. Implements `bot.ports.RenderQueue`."""
+    """Submit, cancel and inspect jobs; fan events out to subscribers; lease jobs to runners.
+
+    Implements `bot.queue.api.RenderQueue` and `bot.queue.api.RunnerQueue`. It uses `store` and never
+    closes it: whoever opened the store closes it (`bot.services`).
+    """
 
     def __init__(
         self,
@@ -85,20 +77,15 @@ class JobQueue:
         self._tasks: set[asyncio.Task[None]] = set()
 
     @classmethod
-    async def open(cls, data_dir: Path, config: QueueConfig | None = None, *, db_path: Path | None = None) -> JobQueue:
-        """Open the store (default `data_dir/jobs.sqlite3`, migrated at start) and load measured speeds."""
-        config = config or QueueConfig()
-        store = await SqliteJobStore.open(
-            db_path or Path(data_dir) / "jobs.sqlite3", usage_window_s=config.usage_window_s
-        )
+    async def open(cls, store: JobStore, data_dir: Path, config: QueueConfig | None = None) -> JobQueue:
+        """A queue on `store` with the measured speeds loaded (so the first ETA is already right)."""
         queue = cls(store, data_dir, config)
-        await queue._load_speeds()
+        await queue.load_speeds()
         return queue
 
     async def aclose(self) -> None:
-        """Let pending event handlers finish (briefly), then close the store."""
+        """Let pending event handlers finish (briefly). The store stays open."""
         await self.flush_events(limit_s=5.0)
-        await self.store.close()
 
     async def flush_events(self, limit_s: float | None = None) -> None:
         """Wait until the subscribers' `on_started`/`on_finished` calls made so far have returned."""
@@ -111,7 +98,8 @@ class JobQueue:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
-    async def _load_speeds(self) -> None:
+    async def load_speeds(self) -> None:
+        """Read the measured speeds the ETAs use (once; `open`, a submit and a plan call it)."""
         if not self._speeds_loaded:
             self.speeds = SpeedBook(await self.store.speeds())
             # the first prompt check loads CLIP's BPE vocabulary (~0.5 s): do it off the loop, once
@@ -134,21 +122,14 @@ class JobQueue:
         `inputs` maps a spec field (`init_image`, `video`) to a local file; a spec path not listed
         there is copied too, so a job never depends on a file outside the data directory.
         """
-        await self._load_speeds()
+        await self.load_speeds()
         admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
-        files = self._input_files(spec, inputs or {})
-        staging, names = await asyncio.to_thread(self._stage, files) if files else (None, {})
-        prepare = None
-        if staging is not None:
+        files = input_files(spec, inputs or {})
+        staged = await asyncio.to_thread(StagedInputs.copy, self.data_dir, files) if files else None
 
-            async def prepare(job_id: int) -> JobSpec:
-                final = self.data_dir / "inputs" / str(job_id)
-                await asyncio.to_thread(os.replace, staging, final)
-                changes: dict[str, str] = {n: str(final / names[n]) for n in PATH_FIELDS if n in names}
-                if "image_prompts" in names:
-                    old, new = escape_path(files["image_prompts"]), escape_path(final / names["image_prompts"])
-                    changes["image_prompts"] = spec.image_prompts.replace(old, new)
-                return dataclasses.replace(spec, **changes)  # type: ignore[arg-type]
+        async def prepare(job_id: int) -> JobSpec:
+            assert staged is not None
+            return await staged.move_to(self.data_dir / "inputs" / str(job_id), spec)
 
         limits = SubmitLimits(
             max_queued_per_member=self.config.max_queued_per_member,
@@ -162,13 +143,13 @@ class JobQueue:
                 limits=limits,
                 upload_limit=upload_limit,
                 priority=priority,
-                prepare=prepare,
+                prepare=prepare if staged is not None else None,
             )
         except LimitReached as e:
             raise QueueRefused(str(e)) from e
         finally:
-            if staging is not None and staging.exists():  # refused: nothing was moved into place
-                await asyncio.to_thread(shutil.rmtree, staging, True)
+            if staged is not None:
+                await staged.discard()
         log.info("job %s queued for user %s (%s %dx%d)", job.id, owner.user_id, spec.kind, spec.width, spec.height)
         for runner in self._runners:
             runner.wake()
@@ -179,33 +160,6 @@ class JobQueue:
                 )
         # a runner already finished it (a tiny job on an idle queue)
         return QueueEntry(job=await self.get(job.id), position=0, eta_start_s=0.0, eta_done_s=0.0)
-
-    def _input_files(self, spec: JobSpec, inputs: Mapping[str, Path]) -> dict[str, Path]:
-        unknown = sorted(set(inputs) - set(INPUT_FIELDS))
-        if unknown:
-            raise QueueRefused(f"unknown input(s): {', '.join(unknown)}")
-        files: dict[str, Path] = {}
-        for name in INPUT_FIELDS:
-            given = inputs.get(name) or (getattr(spec, name) if name in PATH_FIELDS else None)
-            if given is None:
-                continue
-            path = Path(given)
-            if not path.is_file():
-                raise QueueRefused(f"the {name.replace('_', ' ').rstrip('s')} file is missing; attach it again")
-            if name == "image_prompts" and escape_path(path) not in spec.image_prompts:
-                raise QueueRefused("the image prompt does not name the attached image")
-            files[name] = path
-        return files
-
-    def _stage(self, files: dict[str, Path]) -> tuple[Path, dict[str, str]]:
-        """Copy the inputs into a staging folder; return it and each input's file name there."""
-        staging = self.data_dir / "inputs" / f".staging-{uuid.uuid4().hex}"
-        staging.mkdir(parents=True)
-        names: dict[str, str] = {}
-        for name, path in files.items():
-            names[name] = f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
-            shutil.copyfile(path, staging / names[name])
-        return staging, names
 
     async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> JobRecord:
         """Remove a queued job at once or stop a running one (it keeps its partial result)."""
@@ -257,7 +211,7 @@ class JobQueue:
 
     async def _plan(self) -> list[Planned]:
         """The simulated schedule, from light rows (no spec decoding): cheap enough for every submit."""
-        await self._load_speeds()
+        await self.load_speeds()
         rows = await self.store.plan_rows()
         usage = await self.store.usage(now=self.clock())
         live = {job_id: (u.step, u.eta_done_s) for job_id, u in self._live.items()}
@@ -304,7 +258,7 @@ class JobQueue:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
         return await self.store.undelivered()
 
-    # -- the runner's side ----------------------------------------------------------------------
+    # -- RunnerQueue ----------------------------------------------------------------------------
 
     def attach(self, runner: LocalRunner) -> None:
         """Register a runner in this process: submits wake it, cancels reach it at once."""
@@ -313,6 +267,56 @@ class JobQueue:
     def detach(self, runner: LocalRunner) -> None:
         if runner in self._runners:
             self._runners.remove(runner)
+
+    async def reclaim_leases(self, owner_prefix: str) -> int:
+        return await self.store.expire_leases(owner_prefix)
+
+    async def claim(self, lease_owner: str, *, lease_s: float, device: str) -> Claim | None:
+        return await self.store.claim_next(
+            lease_owner, lease_s=lease_s, now=self.clock(), choose=self.policy.choose, device=device
+        )
+
+    async def renew_lease(
+        self, claim: Claim, *, lease_s: float, step: int, frame: int, heartbeat_at: float | None
+    ) -> LeaseState | None:
+        return await self.store.renew_lease(
+            claim, lease_s=lease_s, now=self.clock(), step=step, frame=frame, heartbeat_at=heartbeat_at
+        )
+
+    async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool:
+        return await self.store.save_checkpoint(claim, data, step=step, frame=frame, now=self.clock())
+
+    async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
+        return await self.store.release(claim, now=self.clock(), gpu_seconds=gpu_seconds, step=step, frame=frame)
+
+    async def finish(
+        self,
+        claim: Claim,
+        state: JobStatus,
+        *,
+        gpu_seconds: float,
+        step: int,
+        frame: int,
+        result_paths: Sequence[str] = (),
+        partial: bool = False,
+        error: str | None = None,
+        seed: int | None = None,
+    ) -> JobRecord | None:
+        record = await self.store.finish(
+            claim,
+            state,
+            now=self.clock(),
+            gpu_seconds=gpu_seconds,
+            step=step,
+            frame=frame,
+            result_paths=result_paths,
+            partial=partial,
+            error=error,
+            seed=seed,
+        )
+        if record is not None:
+            self.publish_finished(record)
+        return record
 
     async def record_speed(self, spec: JobSpec, device: str, seconds_per_step: float) -> None:
         """Fold a measured speed into the persisted moving average used for ETAs."""

@@ -1,4 +1,4 @@
-"""Pure formatting of what members read: acks, status lines, results, the queue. No I/O."""
+"""The texts members read: acks, status lines, results, /job, the queue. Pure formatting, no I/O."""
 
 from __future__ import annotations
 
@@ -6,12 +6,11 @@ import math
 
 import discord.utils
 
-from bot.ports import QueueEntry
+from bot.queue.api import QueueEntry
 from engine.jobs import JobKind, JobSpec, JobStatus
-from storage.records import JobRecord
+from storage.records import UNDELIVERABLE, JobRecord
 
-CONTENT_LIMIT = 2000
-UNDELIVERABLE = 0  # result_message_id of a result that cannot be posted (channel gone, no access)
+CONTENT_LIMIT = 2000  # characters in a message's content (docs/discord.md, "Messages")
 PROMPT_ECHO_LIMIT = 300  # echoed prompts are cut here; the full prompt is in the database and /job
 
 KIND_NAMES = {

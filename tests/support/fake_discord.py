@@ -2,7 +2,7 @@
 
 The real discord.py client connects to it (DISCORD_API_BASE / DISCORD_GATEWAY_URL). Every REST request
 is recorded so tests can assert on what the bot sent; faults (429, 413, 5xx) can be injected per route.
-Payload shapes follow discord.md §6 and dependencies.md §5.
+Payload shapes are the ones discord.py 2.7 sends and reads (docs/discord.md, "Testing without Discord").
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from typing import Any
 import discord.utils
 from aiohttp import WSMsgType, web
 
-from tests.bot import fake_payloads as payloads
+from tests.support import fake_payloads as payloads
 from tests.support.waiting import eventually
 
+BOT_TOKEN = "MTAwMDAwMDAwMDAwMDAwMDAw.GfakeB.bot-token-that-must-never-be-logged-0123456789"  # the test bots' token
 ALL_PERMISSIONS = (1 << 50) - 1
 OPTION_TYPES = {"string": 3, "integer": 4, "boolean": 5, "number": 10, "attachment": 11}
 

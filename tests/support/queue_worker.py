@@ -1,6 +1,6 @@
 """A bot-less worker process for the crash tests: JobQueue + JobRunner on a database path.
 
-    python -m tests.bot.queue_worker DB DATA_DIR EVENTS [--submit N] [--renderer fake|tiny] [--gate DIR] ...
+    python -m tests.support.queue_worker DB DATA_DIR EVENTS [--submit N] [--renderer fake|tiny] [--gate DIR] ...
 
 Submits N jobs (optional), runs until no job is queued or running, and appends one JSON line per
 event (accepted, ready, started, progress, finished, draining, exit) to EVENTS, flushed at once so a
@@ -19,13 +19,13 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-from bot.ports import ProgressUpdate, Renderer
-from bot.queue import JobQueue, QueueConfig
-from bot.runner import JobRunner
+from bot.queue.api import ProgressUpdate, Renderer
+from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.service import QueueConfig
+from bot.services import open_queue
 from engine.jobs import JobSpec
 from storage.records import JobRecord, Owner
 from tests.support.gate import FileGate, GatedRenderer
@@ -51,7 +51,7 @@ class EventLog:
         self.write(ev="finished", job=job.id, state=str(job.state), partial=job.partial, paths=list(job.result_paths))
 
 
-def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[Callable[[str], Renderer], JobSpec]:
+def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[RendererFactory, JobSpec]:
     if kind == "fake":
         from tests.support.renderer import FakeRenderer
 
@@ -76,7 +76,7 @@ def make_factory(kind: str, step_s: float, model_dir: str | None) -> tuple[Calla
     return tiny, spec
 
 
-def gated(factory: Callable[[str], Renderer], gate: FileGate) -> Callable[[str], Renderer]:
+def gated(factory: RendererFactory, gate: FileGate) -> RendererFactory:
     return lambda device: GatedRenderer(factory(device), gate)
 
 
@@ -106,22 +106,15 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
         factory = gated(factory, FileGate(Path(args.gate)))
     spec = dataclasses.replace(base, iterations=args.iterations)
     config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
-    queue = await JobQueue.open(Path(args.data), config, db_path=Path(args.db))
-    try:
+    async with open_queue(Path(args.db), Path(args.data), config) as queue:
         queue.subscribe(events)
         for n in range(args.submit):
             entry = await queue.submit(Owner(user_id=1 + n % 3), spec)
             events.write(ev="accepted", job=entry.job.id)
-        runner = JobRunner(
-            queue,
-            factory,
-            ["cpu"],
-            Path(args.data),
-            worker_id=args.worker_id,
-            lease_s=args.lease_s,
-            poll_s=0.1,
-            checkpoint_every_steps=args.checkpoint_steps,
+        options = RunnerConfig(
+            worker_id=args.worker_id, lease_s=args.lease_s, poll_s=0.1, checkpoint_every_steps=args.checkpoint_steps
         )
+        runner = JobRunner(queue, factory, ["cpu"], Path(args.data), options)
         await runner.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -133,12 +126,10 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
         await runner.drain()
         await queue.flush_events()
         events.write(ev="exit")
-    finally:
-        await queue.aclose()
 
 
 async def drain_and_say(runner: JobRunner, events: EventLog) -> None:
-    """Drain as `JobRunner.install_signal_handlers` does, and write "draining" once the running job is marked."""
+    """Drain as `python -m bot` does on SIGTERM, and write "draining" once the running job is marked."""
     draining = asyncio.create_task(runner.drain(5.0))
     await asyncio.sleep(0)  # drain() marks the running job before it first waits
     events.write(ev="draining")

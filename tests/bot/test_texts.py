@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bot import render
-from bot.ports import QueueEntry
+from bot import texts
+from bot.queue.api import QueueEntry
 from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 
@@ -34,11 +34,11 @@ def job(**changes: object) -> JobRecord:
     ],
 )
 def test_progress_bar(done: int, total: int, bar: str) -> None:
-    assert render.progress_bar(done, total) == bar
+    assert texts.progress_bar(done, total) == bar
 
 
 def test_prompts_are_escaped_flattened_and_cut() -> None:
-    quoted = render.quote_prompt("**bold** @everyone\nnext line " + "x" * 400)
+    quoted = texts.quote_prompt("**bold** @everyone\nnext line " + "x" * 400)
     assert "\\*\\*bold\\*\\*" in quoted
     assert "@everyone" not in quoted.replace("@\u200beveryone", "")
     assert "\n" not in quoted
@@ -47,20 +47,20 @@ def test_prompts_are_escaped_flattened_and_cut() -> None:
 
 
 def test_eta_is_a_relative_discord_timestamp() -> None:
-    assert render.eta(59.2, now=1000.0) == "<t:1060:R>"
-    assert render.eta(None, now=1000.0) == "unknown"
+    assert texts.eta(59.2, now=1000.0) == "<t:1060:R>"
+    assert texts.eta(None, now=1000.0) == "unknown"
 
 
 def test_ack_names_job_position_and_eta() -> None:
     entry = QueueEntry(job=job(), position=3, eta_start_s=60.0, eta_done_s=120.0)
-    text = render.ack_text(entry, now=1000.0)
+    text = texts.ack_text(entry, now=1000.0)
     assert "#7" in text
     assert "position 3" in text
     assert "<t:1120:R>" in text
 
 
 def test_status_of_a_running_job_shows_bar_and_eta() -> None:
-    text = render.status_text(job(state=JobStatus.RUNNING), step=25, steps=50, eta_done_s=30.0, now=1000.0)
+    text = texts.status_text(job(state=JobStatus.RUNNING), step=25, steps=50, eta_done_s=30.0, now=1000.0)
     assert text.startswith("**#7** image for <@42>")
     assert "128×96 · 50 iterations · seed 3 · model vqgan_imagenet_f16_16384" in text
     assert "50% (25/50)" in text
@@ -68,20 +68,20 @@ def test_status_of_a_running_job_shows_bar_and_eta() -> None:
 
 
 def test_result_mentions_the_member_and_notes_reencoding() -> None:
-    text = render.result_text(job(state=JobStatus.DONE), fitted_from=15 * 1024 * 1024)
+    text = texts.result_text(job(state=JobStatus.DONE), fitted_from=15 * 1024 * 1024)
     assert text.startswith("<@42>, your image **#7** is ready")
     assert "15.0 MiB" in text
-    partial = render.result_text(job(state=JobStatus.CANCELLED, partial=True))
+    partial = texts.result_text(job(state=JobStatus.CANCELLED, partial=True))
     assert "partial result" in partial
 
 
 def test_animation_parameters_are_described() -> None:
     spec = JobSpec(kind=JobKind.ANIMATION, text_prompts="x", frames=12, iterations=30, zoom=1.05, shift_x=2)
-    assert "12 frames × 30 iterations" in render.describe_spec(spec)
-    assert "zoom 1.05, shift 2,0" in render.describe_spec(spec)
+    assert "12 frames × 30 iterations" in texts.describe_spec(spec)
+    assert "zoom 1.05, shift 2,0" in texts.describe_spec(spec)
 
 
 def test_everything_fits_in_one_message() -> None:
     huge = job(spec=JobSpec(text_prompts="y" * 5000), error="e" * 5000, state=JobStatus.FAILED)
-    assert len(render.status_text(huge, now=0.0)) <= render.CONTENT_LIMIT
-    assert len(render.job_text(huge, entry=None, now=0.0, full_size=10)) <= render.CONTENT_LIMIT
+    assert len(texts.status_text(huge, now=0.0)) <= texts.CONTENT_LIMIT
+    assert len(texts.job_text(huge, entry=None, now=0.0, full_size=10)) <= texts.CONTENT_LIMIT

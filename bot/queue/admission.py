@@ -1,9 +1,9 @@
 """Admission control: estimate a job's memory and time before accepting it, and refuse what cannot run.
 
-Memory interpolates the seed README's figures (32 cuts: ~8 GB at 380², 10 GB at 512², 16 GB at
+Memory interpolates the seed package's README figures (32 cuts: ~8 GB at 380², 10 GB at 512², 16 GB at
 700², 24 GB at 900²) in pixels, plus a per-cut term. Time is steps × seconds per step, measured per
-(model, size, cuts, device) and kept as a moving average (`SpeedBook`), or guessed from the CPU
-figures in dependencies.md §6 until something is measured. Refusals say what to change.
+(model, size, cuts, device) and kept as a moving average (`SpeedBook`), or guessed from CPU timings
+until something is measured (docs/architecture.md, "Admission and ETAs"). Refusals say what to change.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import dataclasses
 import itertools
 import math
 
-from bot.ports import QueueRefused
+from bot.queue.api import QueueRefused
 from engine.errors import InvalidJob
 from engine.jobs import JobKind, JobSpec
 from engine.prompts import validate
@@ -22,7 +22,8 @@ from storage.records import PlanRow, job_steps
 _MEMORY_POINTS = ((0, 4.0), (380 * 380, 8.0), (512 * 512, 10.0), (700 * 700, 16.0), (900 * 900, 24.0))
 _GB_PER_CUT = 0.06  # one 224² CLIP crop's activations, kept for the backward pass
 _TINY_MEMORY = (0.5, 2.0e-6, 0.005)
-# seconds per step on a 2-core CPU = base + per_pixel·w·h + per_cut·cuts (dependencies.md §6)
+# seconds per step on a 2-core CPU = base + per_pixel·w·h + per_cut·cuts, fitted to timings of the real
+# f16_16384 + ViT-B/32 (2.1 s at 128²/8 cuts, 7.4 s at 256²/32) and of the tiny preset (0.03 s at 64²/8)
 _REAL_CPU_SPEED = (0.3, 5.5e-5, 0.105)
 _TINY_CPU_SPEED = (0.004, 7.0e-6, 0.0005)
 GPU_SPEEDUP = 25.0  # the seed README: an RTX 3080 is more than 25× faster than a Ryzen 5900X

@@ -1,7 +1,8 @@
-"""The job store's interface (`JobStore`) and errors; `storage.sqlite_jobs.SqliteJobStore` implements it.
+"""The job store's interface (`JobStore`) and errors; `storage.sqlite.store.SqliteJobStore` implements it.
 
-The scheduler and the bot see only `JobStore`, so a PostgreSQL store (claim with
-`FOR UPDATE SKIP LOCKED`, same lease and fencing columns) can be added without touching them.
+The queue and the runner see only `JobStore`, and `storage.factory.open_store` picks the implementation
+from a URL, so a PostgreSQL store (claim with `FOR UPDATE SKIP LOCKED`, same lease and fencing columns)
+can be added without touching them.
 Every state change is one committed transaction; every runner write is fenced on
 `lease_owner` and `attempt`, so a runner that lost its lease changes nothing.
 """

@@ -1,18 +1,21 @@
-"""The engine's modules import on their own, in any order, without cycles or each other's private names."""
+"""The product packages (bot, engine, storage) are built of small modules that import on their own, in any order,
+without cycles or each other's private names; tests share helpers through tests/support only."""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import grimp
 
-ROOT = Path(__file__).resolve().parents[2]
-ENGINE = ROOT / "engine"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("bot", "engine", "storage")
 MAX_MODULE_LINES = 500
+MAX_FUNCTION_LINES = 60  # longer needs its reason in a comment on the line above the def (or its decorators)
 # third-party modules whose private API the engine uses on purpose (NNPACK's convolution, engine.models.speedups)
 PRIVATE_API_ALLOWED = {"torch"}
 
@@ -22,17 +25,18 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-SOURCES = sorted(ENGINE.rglob("*.py"))
-MODULES = [_module_name(p) for p in SOURCES if p.name != "__main__.py"]  # __main__ runs the CLI when imported
+SOURCES = sorted(p for package in PACKAGES for p in (ROOT / package).rglob("*.py"))
+MODULES = [_module_name(p) for p in SOURCES if p.name != "__main__.py"]  # __main__ runs its program when imported
 
-# Each module imported after every engine module was dropped from sys.modules: what a fresh interpreter
-# would see of the engine, without paying for torch's import once per module.
+# Each module imported after every product module was dropped from sys.modules: what a fresh interpreter
+# would see of them, without paying for torch's import once per module.
 _IMPORT_EACH_ALONE = """
 import importlib, sys, traceback, warnings
 warnings.simplefilter("ignore")
+packages = ("bot", "engine", "storage")
 failed = []
 for name in sys.argv[1:]:
-    for loaded in [m for m in sys.modules if m == "engine" or m.startswith("engine.")]:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in packages]:
         del sys.modules[loaded]
     try:
         importlib.import_module(name)
@@ -59,8 +63,8 @@ def test_the_seed_video_api_imports_first_in_a_fresh_interpreter() -> None:
     assert result.returncode == 0, result.stderr
 
 
-def test_no_import_cycle_between_engine_modules_lazy_imports_included() -> None:
-    graph = grimp.build_graph("engine", cache_dir=None)  # imports inside functions count too
+def test_no_import_cycle_between_product_modules_lazy_imports_included() -> None:
+    graph = grimp.build_graph(*PACKAGES, cache_dir=None)  # imports inside functions count too
     cycles = [
         (importer, imported)
         for importer in sorted(graph.modules)
@@ -74,7 +78,7 @@ def test_no_module_uses_another_modules_private_names() -> None:
     found = []
     for path in SOURCES:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("engine"):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in PACKAGES:
                 found += [f"{path}:{node.lineno}: {alias.name}" for alias in node.names if alias.name.startswith("_")]
             elif isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 owner = node.value.id if isinstance(node.value, ast.Name) else None
@@ -86,3 +90,31 @@ def test_no_module_uses_another_modules_private_names() -> None:
 def test_no_module_is_over_500_lines() -> None:
     sizes = {_module_name(p): len(p.read_text(encoding="utf-8").splitlines()) for p in SOURCES}
     assert {name: lines for name, lines in sizes.items() if lines > MAX_MODULE_LINES} == {}
+
+
+def test_a_long_function_says_why_in_a_comment() -> None:
+    unexplained = []
+    for path in SOURCES:
+        lines = path.read_text(encoding="utf-8").splitlines()
+        for node in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            assert node.end_lineno is not None
+            if node.end_lineno - node.lineno + 1 <= MAX_FUNCTION_LINES:
+                continue
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            if not lines[first - 2].strip().startswith("#"):
+                unexplained.append(f"{_module_name(path)}.{node.name}: {node.end_lineno - node.lineno + 1} lines")
+    assert unexplained == []
+
+
+_TEST_IMPORT = re.compile(r"^\s*(?:from|import)\s+tests\.(?:[\w.]*\.)?(?:test_\w+|conftest)\b", re.MULTILINE)
+
+
+def test_tests_share_helpers_through_support_never_through_conftest_or_test_modules() -> None:
+    found = [
+        str(path.relative_to(ROOT))
+        for path in sorted((ROOT / "tests").rglob("*.py"))
+        if _TEST_IMPORT.search(path.read_text(encoding="utf-8"))
+    ]
+    assert found == []

@@ -1,4 +1,4 @@
-"""Fair share: who runs next, and the order, positions and ETAs that follow from it (discord.md §5).
+"""Fair share: who runs next, and the positions and ETAs that follow (docs/architecture.md, "Fair share").
 
 Among members with queued jobs, the one with the least GPU seconds in the usage window goes next
 (a priority job divides its member's usage by a weight); FIFO within a member; ties to the oldest
@@ -107,22 +107,9 @@ def plan(
     position = 0
     while heap:
         now = heapq.heappop(free_at)
-        blocked: list[tuple[float, int, int]] = []
-        chosen: tuple[float, int, int] | None = None
-        while heap:
-            entry = heapq.heappop(heap)
-            active = ends.get(entry[2])
-            if active:
-                active[:] = [end for end in active if end > now]  # forget the member's jobs that have ended
-                if policy.at_cap(len(active)):
-                    blocked.append(entry)
-                    continue
-            chosen = entry
-            break
-        for entry in blocked:
-            heapq.heappush(heap, entry)
+        chosen = _next_member(policy, heap, ends, now)
         if chosen is None:  # everyone waiting is at the running cap: wait for the first of their jobs to end
-            heapq.heappush(free_at, min(end for entry in blocked for end in ends[entry[2]]))
+            heapq.heappush(free_at, min(end for entry in heap for end in ends[entry[2]]))
             continue
         member = chosen[2]
         work = per_member[member].popleft()
@@ -134,3 +121,27 @@ def plan(
         if per_member[member]:
             heapq.heappush(heap, key(member))
     return out
+
+
+def _next_member(
+    policy: FairShare, heap: list[tuple[float, int, int]], ends: dict[int, list[float]], now: float
+) -> tuple[float, int, int] | None:
+    """Pop the first (usage, job id, member) entry whose member is below the running cap at `now`.
+
+    Members at the cap stay in `heap`; None when every one of them is.
+    """
+    blocked: list[tuple[float, int, int]] = []
+    chosen: tuple[float, int, int] | None = None
+    while heap:
+        entry = heapq.heappop(heap)
+        active = ends.get(entry[2])
+        if active:
+            active[:] = [end for end in active if end > now]  # forget the member's jobs that have ended
+            if policy.at_cap(len(active)):
+                blocked.append(entry)
+                continue
+        chosen = entry
+        break
+    for entry in blocked:
+        heapq.heappush(heap, entry)
+    return chosen

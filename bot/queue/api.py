@@ -1,19 +1,20 @@
-"""The render queue's interface, as the Discord layer sees it. No discord, no torch.
+"""The render queue's interfaces: as the Discord side sees it, as a runner sees it, and the renderer. No discord, no torch.
 
-`bot.queue.JobQueue` implements `RenderQueue`; the Discord publisher implements `JobEvents`.
-Errors raised here carry messages that are safe to show to the member who caused them.
+`bot.queue.service.JobQueue` implements `RenderQueue` and `RunnerQueue`; `bot.queue.runner.JobRunner`
+implements `LocalRunner`; the Discord side's `bot.delivery.publisher.DiscordPublisher` implements
+`JobEvents`. Errors raised here carry messages that are safe to show to the member who caused them.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
-from engine.jobs import Artifact, JobSpec, ProgressCallback
-from storage.records import JobRecord, Owner
+from engine.jobs import Artifact, JobSpec, JobStatus, ProgressCallback
+from storage.records import Claim, JobRecord, LeaseState, Owner
 
 
 class Renderer(Protocol):
@@ -125,4 +126,72 @@ class RenderQueue(Protocol):
 
     async def undelivered(self) -> list[JobRecord]:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
+        ...
+
+
+class LocalRunner(Protocol):
+    """What the queue needs from a runner in its own process: a submit wakes it, a cancel reaches it at once."""
+
+    def wake(self) -> None: ...
+
+    def cancel_running(self, job_id: int) -> bool:
+        """Stop the job if this runner is rendering it; False when it is not."""
+        ...
+
+
+class RunnerQueue(Protocol):
+    """The queue as a runner sees it: claim a job under a lease, report on it, record its end.
+
+    Every write about a claimed job is fenced on the claim's lease: a method that returns False or None
+    found the lease lost to another runner, and the runner discards its attempt.
+    """
+
+    def attach(self, runner: LocalRunner) -> None: ...
+
+    def detach(self, runner: LocalRunner) -> None: ...
+
+    async def reclaim_leases(self, owner_prefix: str) -> int:
+        """Make the leases held under `owner_prefix` (this worker before a restart) claimable now; how many."""
+        ...
+
+    async def claim(self, lease_owner: str, *, lease_s: float, device: str) -> Claim | None:
+        """Lease the job that should run next on `device` (fair share), or None when none may run now."""
+        ...
+
+    async def renew_lease(
+        self, claim: Claim, *, lease_s: float, step: int, frame: int, heartbeat_at: float | None
+    ) -> LeaseState | None: ...
+
+    async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool: ...
+
+    async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
+        """Give the job back to the queue (shutdown), keeping its checkpoint and its place."""
+        ...
+
+    async def finish(
+        self,
+        claim: Claim,
+        state: JobStatus,
+        *,
+        gpu_seconds: float,
+        step: int,
+        frame: int,
+        result_paths: Sequence[str] = (),
+        partial: bool = False,
+        error: str | None = None,
+        seed: int | None = None,
+    ) -> JobRecord | None:
+        """Record the job's end and tell the subscribers (`JobEvents.on_finished`)."""
+        ...
+
+    async def record_speed(self, spec: JobSpec, device: str, seconds_per_step: float) -> None: ...
+
+    def publish_started(self, job: JobRecord) -> None: ...
+
+    def publish_progress(self, update: ProgressUpdate) -> None:
+        """Called on the event loop."""
+        ...
+
+    def forget_live(self, job_id: int) -> None:
+        """The job no longer runs here: drop its live progress."""
         ...

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bot.bench_queue import bench
+from benchmarks.queue_latency import bench
 
 
 async def test_the_benchmark_prints_latency_and_loop_lag(capsys: pytest.CaptureFixture[str]) -> None:

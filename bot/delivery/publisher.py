@@ -1,0 +1,73 @@
+"""`DiscordPublisher`: the queue's subscriber on the Discord side. Each event goes to the status messages,
+a finished job to the result poster too; after a start it reattaches status messages and posts what was
+left undelivered."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import discord
+
+from bot.config import BotConfig
+from bot.delivery.results import ResultPoster
+from bot.delivery.status import StatusMessages
+from bot.queue.api import ProgressUpdate, RenderQueue
+from storage.records import JobRecord
+
+log = logging.getLogger(__name__)
+
+
+class DiscordPublisher:
+    """Implements `bot.queue.api.JobEvents` with `status` (status messages) and `results` (result messages)."""
+
+    def __init__(self, client: discord.Client, queue: RenderQueue, config: BotConfig) -> None:
+        self._queue = queue
+        self.status = StatusMessages(
+            client, queue, preview_seconds=config.preview_seconds, channel_seconds=config.channel_seconds
+        )
+        self.results = ResultPoster(
+            client,
+            queue,
+            retry_delays=config.result_retry_delays,
+            status_message_of=self.status.message_id,
+            on_delivered=self.status.forget,
+        )
+
+    # ---- JobEvents -------------------------------------------------------------------------------
+
+    def on_progress(self, update: ProgressUpdate) -> None:
+        self.status.on_progress(update)
+
+    async def on_started(self, job: JobRecord) -> None:
+        self.status.started(job)
+
+    async def on_finished(self, job: JobRecord) -> None:
+        took = (job.finished_at or time.time()) - (job.started_at or job.created_at)
+        log.info(
+            "job %s %s after %.1f s (member %s, partial %s)", job.id, job.state, took, job.owner.user_id, job.partial
+        )
+        await self.status.finished(job)
+        await self.results.deliver(job)
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """After a start: reattach queued/running jobs to their status messages; post undelivered results."""
+        for entry in await self._queue.snapshot():
+            await self.status.recover(entry)
+        pending = await self._queue.undelivered()
+        log.info("recovery: %d undelivered result(s)", len(pending))
+        for job in pending:
+            self.status.remember(job)
+            await self.results.deliver(job)
+
+    async def settled(self, limit_s: float | None = None) -> None:
+        """Wait until the result retries and job adoptions under way have ended; the pacers go on."""
+        await self.results.settled(limit_s)
+        await self.status.settled(limit_s)
+
+    async def close(self) -> None:
+        """Stop the pacers and the retries."""
+        await self.status.close()
+        await self.results.close()

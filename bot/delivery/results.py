@@ -1,0 +1,289 @@
+"""Results: a finished job's file (or its failure) posted as a new channel message that mentions the member.
+
+Like status messages, results go through the bot token, never the interaction token. A result is
+fitted under the job's upload limit (re-encoded when it is too large, smaller again after a 413),
+retried in the background for about a minute when Discord or the network fails, and otherwise left
+"done, undelivered" for the next start (docs/discord.md, "Errors"). A channel that is gone or refuses
+the bot makes the result undeliverable (its file stays on disk); an archived thread's result goes to
+the thread's parent channel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import subprocess
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import discord
+from discord.utils import MISSING
+
+from bot import texts, views
+from bot.delivery.discord_codes import ARCHIVED_THREAD, ENTITY_TOO_LARGE, NO_ACCESS
+from bot.delivery.fitting import fit_for_upload
+from bot.queue.api import RenderQueue
+from engine.errors import InvalidJob
+from engine.jobs import JobStatus
+from storage.records import UNDELIVERABLE, JobRecord
+
+log = logging.getLogger(__name__)
+
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts (docs/discord.md, "Uploads")
+HEADROOM = 0.95  # the multipart body carries the content and components too
+_NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+
+
+class _NotPosted(Exception):
+    """Posting failed; the row stays undelivered and the next start posts it."""
+
+
+class _TryAgain(_NotPosted):
+    """Posting failed for a reason that may pass soon (Discord 5xx, a rate limit, the network): retry now."""
+
+
+class _ArchivedThread(Exception):
+    """The job's channel is an archived thread."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Post:
+    """Where and how one result message goes: its channel, the member it mentions, the note it carries."""
+
+    job: JobRecord
+    channel: discord.PartialMessageable
+    note: str | None
+
+    def text(self, body: str) -> str:
+        return texts.truncate(f"{body}\n{self.note}", texts.CONTENT_LIMIT) if self.note else body
+
+    @property
+    def mention(self) -> discord.AllowedMentions:
+        return discord.AllowedMentions(users=[discord.Object(self.job.owner.user_id)])
+
+    @property
+    def nonce(self) -> str:
+        return f"r{self.job.id}"  # Discord drops a repeat after a crash between posting and marking
+
+
+class ResultPoster:
+    """Posts finished jobs' results, retrying Discord trouble; marks each posted (or undeliverable) in the queue.
+
+    `status_message_of(job_id)` is the job's status message, which stands for a cancelled job's result;
+    `on_delivered(job_id)` is told once a result is settled in the queue.
+    """
+
+    def __init__(
+        self,
+        client: discord.Client,
+        queue: RenderQueue,
+        *,
+        retry_delays: tuple[float, ...],
+        status_message_of: Callable[[int], int | None],
+        on_delivered: Callable[[int], None],
+    ) -> None:
+        self._client, self._queue = client, queue
+        self._retry_delays = retry_delays
+        self._status_message_of, self._on_delivered = status_message_of, on_delivered
+        self._delivering: set[int] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def deliver(self, job: JobRecord) -> None:
+        """Post a finished job's result (or failure) unless it was posted already or is being posted now.
+
+        Discord trouble (5xx, network errors, rate limits) is retried in the background with backoff
+        (`retry_delays`); if it still fails the row stays "done, undelivered" and the next start posts it.
+        """
+        if job.result_message_id is not None or job.id in self._delivering or job.owner.channel_id is None:
+            return
+        self._delivering.add(job.id)
+        settled = False
+        try:
+            settled = await self._try_deliver(job)
+        finally:
+            if settled or not self._retry_delays:
+                self._delivering.discard(job.id)
+        if not settled and self._retry_delays:
+            self._spawn(self._retry_delivery(job))
+
+    async def _try_deliver(self, job: JobRecord) -> bool:
+        """One attempt: True when settled (posted, undeliverable, or left for the next start), False to retry soon."""
+        try:
+            message_id = await self._post_result(job)
+        except _TryAgain as e:
+            log.warning("job %s: result not posted (%s)", job.id, e)
+            return False
+        except _NotPosted as e:
+            log.warning("job %s: result not posted (%s); posted again at the next start", job.id, e)
+            return True
+        await self._queue.mark_delivered(job.id, message_id)
+        self._on_delivered(job.id)
+        return True
+
+    async def _retry_delivery(self, job: JobRecord) -> None:
+        try:
+            for attempt, delay in enumerate(self._retry_delays, start=2):
+                await asyncio.sleep(delay)
+                with contextlib.suppress(LookupError):
+                    job = await self._queue.get(job.id)
+                if job.result_message_id is not None:  # delivered meanwhile (never post twice)
+                    return
+                log.info("job %s: posting the result, attempt %d", job.id, attempt)
+                if await self._try_deliver(job):
+                    return
+            log.warning("job %s: result still not posted; it stays undelivered and is posted at the next start", job.id)
+        finally:
+            self._delivering.discard(job.id)
+
+    async def _post_result(self, job: JobRecord) -> int:
+        """The posted message's id, or UNDELIVERABLE; raises _TryAgain on Discord trouble."""
+        channel_id = job.owner.channel_id
+        assert channel_id is not None
+        channel = self._client.get_partial_messageable(channel_id, guild_id=job.owner.guild_id)
+        try:
+            return await self._post_in(_Post(job, channel, note=None))
+        except _ArchivedThread:
+            parent = await self._parent_of(channel_id)
+            if parent is None:
+                log.error(
+                    "job %s: thread %s is archived and has no parent to post in; result kept on disk",
+                    job.id,
+                    channel_id,
+                )
+                return UNDELIVERABLE
+        log.info(
+            "job %s: thread %s is archived; posting the result in its parent channel %s", job.id, channel_id, parent
+        )
+        note = f"(Posted here because the thread <#{channel_id}> is archived.)"
+        channel = self._client.get_partial_messageable(parent, guild_id=job.owner.guild_id)
+        try:
+            return await self._post_in(_Post(job, channel, note=note))
+        except _ArchivedThread:
+            return UNDELIVERABLE
+
+    async def _post_in(self, post: _Post) -> int:
+        job = post.job
+        if job.state is JobStatus.FAILED or not job.result_paths:
+            if job.state is JobStatus.CANCELLED:
+                return self._status_message_of(job.id) or UNDELIVERABLE  # nothing to post; the status message says it
+            return await self._send(post, texts.failure_text(job))
+        path = Path(job.result_paths[0])
+        if not await asyncio.to_thread(path.exists):
+            log.error("job %s: result file %s is missing", job.id, path)
+            return await self._send(
+                post, texts.failure_text(dataclasses.replace(job, error="the result file is missing"))
+            )
+        posted = await self._upload(post, path)
+        if posted is not None:
+            return posted
+        return await self._send(
+            post, texts.result_text(job) + "\nThe file is too large to upload here; it is kept on the bot's disk."
+        )
+
+    async def _upload(self, post: _Post, path: Path) -> int | None:
+        """Post the result file fitted under the upload limit (smaller again after a 413); None when it cannot fit."""
+        job = post.job
+        limit = int(self._upload_limit(job) * HEADROOM)
+        for _attempt in range(3):  # as it is, then at most twice smaller after a 413
+            try:
+                upload, full_size, size = await asyncio.to_thread(fit_for_upload, path, limit)
+            except (InvalidJob, OSError, subprocess.SubprocessError) as e:
+                log.error("job %s: could not fit the result under %s bytes: %s", job.id, limit, e)
+                return None
+            fitted = upload != path
+            file = discord.File(
+                upload, filename=f"job-{job.id}{upload.suffix}", description=texts.truncate(job.spec.text_prompts, 1000)
+            )
+            view = views.result_view(job)
+            try:
+                message = await post.channel.send(
+                    post.text(texts.result_text(job, fitted_from=full_size if fitted else None)),
+                    file=file,
+                    allowed_mentions=post.mention,
+                    nonce=post.nonce,
+                    view=view if view is not None else MISSING,
+                )
+            except discord.HTTPException as e:
+                if e.status == 413 or e.code == ENTITY_TOO_LARGE:
+                    log.warning("job %s: upload of %s bytes refused (413); shrinking", job.id, size)
+                    limit = min(limit, size) // 2  # Discord's real limit is below what we were told
+                    continue
+                return self._send_failed(job, e)
+            except _NETWORK_ERRORS as e:
+                raise _TryAgain(f"network error: {e!r}") from e
+            finally:
+                file.close()
+            log.info("job %s: result posted (%s bytes%s)", job.id, size, ", re-encoded" if fitted else "")
+            return message.id
+        return None
+
+    async def _send(self, post: _Post, body: str) -> int:
+        """Post a text-only result message (a failure, or a file that cannot be uploaded)."""
+        try:
+            message = await post.channel.send(post.text(body), allowed_mentions=post.mention, nonce=post.nonce)
+        except discord.HTTPException as e:
+            return self._send_failed(post.job, e)
+        except _NETWORK_ERRORS as e:
+            raise _TryAgain(f"network error: {e!r}") from e
+        return message.id
+
+    def _send_failed(self, job: JobRecord, e: discord.HTTPException) -> int:
+        """UNDELIVERABLE for a channel the bot cannot use; otherwise raise _TryAgain, _NotPosted or _ArchivedThread."""
+        if e.code == ARCHIVED_THREAD:
+            raise _ArchivedThread
+        if e.code in NO_ACCESS:
+            log.error(
+                "job %s: cannot post in channel %s (code %s); undeliverable, result kept on disk",
+                job.id,
+                job.owner.channel_id,
+                e.code,
+            )
+            return UNDELIVERABLE
+        if isinstance(e, discord.RateLimited | discord.DiscordServerError) or e.status == 429 or e.status >= 500:
+            raise _TryAgain(f"HTTP {e.status}")
+        # Another 4xx is our bug (logged): retrying now would fail the same way; the next start tries again.
+        log.error("job %s: result refused by Discord (HTTP %s, code %s): %s", job.id, e.status, e.code, e.text)
+        raise _NotPosted(f"HTTP {e.status}, code {e.code}")
+
+    async def _parent_of(self, channel_id: int) -> int | None:
+        """The parent channel of a thread, or None (not a thread, or not visible)."""
+        channel = self._client.get_channel(channel_id)
+        if channel is None:
+            try:
+                channel = await self._client.fetch_channel(channel_id)
+            except (discord.HTTPException, discord.InvalidData, *_NETWORK_ERRORS) as e:
+                log.warning("channel %s could not be looked up: %r", channel_id, e)
+                return None
+        return channel.parent_id if isinstance(channel, discord.Thread) else None
+
+    def _upload_limit(self, job: JobRecord) -> int:
+        limit = job.upload_limit
+        guild = self._client.get_guild(job.owner.guild_id) if job.owner.guild_id else None
+        if guild is not None:
+            limit = min(limit, guild.filesize_limit) if limit else guild.filesize_limit
+        return limit or DEFAULT_UPLOAD_LIMIT
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def settled(self, limit_s: float | None = None) -> None:
+        """Wait until the retries under way have ended."""
+        while self._tasks:
+            done, _ = await asyncio.wait(set(self._tasks), timeout=limit_s)
+            if not done:
+                return
+
+    async def close(self) -> None:
+        """Stop the retries (the rows stay undelivered: the next start posts them)."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

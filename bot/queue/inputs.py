@@ -1,0 +1,81 @@
+"""A job's input files: checked, copied into the data directory before the job is stored, renamed under its id.
+
+A job never depends on a file outside the data directory: an attachment's download, or a finished
+job's result that a button starts from, is copied into `data_dir/inputs/<job id>/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from bot.queue.api import QueueRefused
+from engine.jobs import JobSpec
+
+PATH_FIELDS = ("init_image", "video")  # spec fields that are a local file path
+INPUT_FIELDS = (*PATH_FIELDS, "image_prompts")  # `inputs` keys; an image prompt names its file in the prompt text
+
+
+def escape_path(path: Path | str) -> str:
+    """A path as it appears in a prompt (colons escaped for the prompt syntax)."""
+    return str(path).replace(":", "\\:")
+
+
+def input_files(spec: JobSpec, inputs: Mapping[str, Path]) -> dict[str, Path]:
+    """The files `spec` needs, by input field: those in `inputs`, and any path the spec names itself."""
+    unknown = sorted(set(inputs) - set(INPUT_FIELDS))
+    if unknown:
+        raise QueueRefused(f"unknown input(s): {', '.join(unknown)}")
+    files: dict[str, Path] = {}
+    for name in INPUT_FIELDS:
+        given = inputs.get(name) or (getattr(spec, name) if name in PATH_FIELDS else None)
+        if given is None:
+            continue
+        path = Path(given)
+        if not path.is_file():
+            raise QueueRefused(f"the {name.replace('_', ' ').rstrip('s')} file is missing; attach it again")
+        if name == "image_prompts" and escape_path(path) not in spec.image_prompts:
+            raise QueueRefused("the image prompt does not name the attached image")
+        files[name] = path
+    return files
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StagedInputs:
+    """Copies of a job's inputs in a staging folder, waiting for the job's id."""
+
+    folder: Path
+    files: Mapping[str, Path]  # field -> the original file
+    names: Mapping[str, str]  # field -> its copy's name in `folder`
+
+    @classmethod
+    def copy(cls, data_dir: Path, files: Mapping[str, Path]) -> StagedInputs:
+        """Copy `files` into a fresh staging folder (blocking: call it in a thread)."""
+        folder = data_dir / "inputs" / f".staging-{uuid.uuid4().hex}"
+        folder.mkdir(parents=True)
+        names: dict[str, str] = {}
+        for name, path in files.items():
+            names[name] = f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
+            shutil.copyfile(path, folder / names[name])
+        return cls(folder, dict(files), names)
+
+    async def move_to(self, final: Path, spec: JobSpec) -> JobSpec:
+        """Rename the staging folder to `final`; `spec` with its paths pointing there."""
+        await asyncio.to_thread(os.replace, self.folder, final)
+        init_image = str(final / self.names["init_image"]) if "init_image" in self.names else spec.init_image
+        video = str(final / self.names["video"]) if "video" in self.names else spec.video
+        image_prompts = spec.image_prompts
+        if "image_prompts" in self.names:
+            old, new = escape_path(self.files["image_prompts"]), escape_path(final / self.names["image_prompts"])
+            image_prompts = image_prompts.replace(old, new)
+        return dataclasses.replace(spec, init_image=init_image, video=video, image_prompts=image_prompts)
+
+    async def discard(self) -> None:
+        """Remove the staging folder if it is still there (the job was refused: nothing was moved)."""
+        if self.folder.exists():
+            await asyncio.to_thread(shutil.rmtree, self.folder, True)

@@ -1,0 +1,92 @@
+"""`build_services`: the job store, the queue, the runner and the Discord bot, wired together and shut down in order.
+
+This is the one place the parts meet. `python -m bot` (`bot.__main__`) calls it with values taken from
+`Settings` and the engine's renderer; the tests' bot harness calls it with its own values and a fake
+renderer. Who opens a part closes it: the store is opened and closed here, not by the queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from bot.app import VQBot
+from bot.config import BotConfig
+from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.service import JobQueue, QueueConfig
+from storage.factory import open_store
+from storage.store import JobStore
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    """Everything `build_services` needs besides the renderer. `runner` None: no runner, jobs stay queued."""
+
+    bot: BotConfig
+    queue: QueueConfig
+    runner: RunnerConfig | None
+    store_url: str | Path  # `storage.factory.open_store`'s URL: a SQLite file's path for now
+
+    @property
+    def data_dir(self) -> Path:
+        """Inputs, outputs and downloads live here (the database too, unless `store_url` says otherwise)."""
+        return self.bot.data_dir
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Services:
+    """The running parts. `bot.start(token)` connects; the runner starts in the bot's setup hook."""
+
+    store: JobStore
+    queue: JobQueue
+    runner: JobRunner | None
+    bot: VQBot
+
+    async def stop(self) -> None:
+        """Drain the runner (running jobs checkpoint and go back to the queue), finish the events under way, close
+        the bot. Safe to call more than once."""
+        if self.runner is not None:
+            await self.runner.drain()
+        await self.queue.flush_events(limit_s=5.0)  # status edits and results already under way
+        await self.bot.close()
+
+
+@contextlib.asynccontextmanager
+async def open_queue(
+    store_url: str | Path, data_dir: Path, config: QueueConfig | None = None
+) -> AsyncIterator[JobQueue]:
+    """A queue on the store at `store_url`; on exit the queue's pending events finish and the store closes."""
+    store = await open_store(store_url)
+    try:
+        queue = await JobQueue.open(store, data_dir, config)
+        try:
+            yield queue
+        finally:
+            await queue.aclose()
+    finally:
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def build_services(
+    config: ServiceConfig, make_renderer: RendererFactory, **bot_options: Any
+) -> AsyncIterator[Services]:
+    """The parts, built and connected; on exit they stop (`Services.stop`) and the queue and store close.
+
+    `make_renderer(device)` is called on each device's own thread when the runner starts. `bot_options`
+    go to discord.py's client (for example `max_ratelimit_timeout`).
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    async with open_queue(config.store_url, config.data_dir, config.queue) as queue:
+        runner = None
+        if config.runner is not None:
+            runner = JobRunner(queue, make_renderer, config.queue.devices, config.data_dir, config.runner)
+        bot = VQBot(config.bot, queue, on_setup=runner.start if runner is not None else None, **bot_options)
+        services = Services(queue.store, queue, runner, bot)
+        try:
+            yield services
+        finally:
+            await services.stop()
