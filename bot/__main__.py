@@ -121,6 +121,7 @@ async def run(
         torch.set_num_threads(settings.engine_threads)
     build = make_renderer or engine_renderer
     config = service_config(settings, force_sync=force_sync)
+    # a rate limit longer than 30 s raises instead of stalling a request (docs/discord.md, "Rate limits and 429s")
     async with build_services(config, lambda device: build(device, settings), max_ratelimit_timeout=30.0) as services:
         async with services.bot as bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")

@@ -91,6 +91,7 @@ class VQBot(commands.Bot):
         on_setup: Callable[[], Awaitable[None]] | None = None,
         **options: Any,
     ) -> None:
+        # no privileged intent, and no pings unless a message asks (docs/discord.md, "Mentions")
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=discord.Intents(guilds=True),
@@ -183,7 +184,8 @@ class VQBot(commands.Bot):
 
 def _clear_downloads(folder: Path, older_than_s: float = 15 * 60) -> None:
     # Downloads left by a crash mid-command: accepted jobs have their own copies under inputs/. Only old
-    # ones: another bot process on this data directory may be downloading now (its token dies at 15 min).
+    # ones: another bot process on this data directory may be downloading now (its token dies at 15 min,
+    # docs/discord.md, "Interaction tokens").
     cutoff = time.time() - older_than_s
     for leftover in folder.iterdir():
         if leftover.is_file() and leftover.stat().st_mtime < cutoff:

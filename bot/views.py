@@ -22,7 +22,7 @@ _LABELS = {
 
 
 def custom_id(job_id: int, action: str) -> str:
-    """The button's custom id; well under Discord's 100-character limit."""
+    """The button's custom id; well under Discord's 100-character limit (docs/discord.md, "Messages")."""
     return f"v1:j:{job_id}:{action}"
 
 

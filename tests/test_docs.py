@@ -6,7 +6,9 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = sorted(p for folder in ("bot", "engine", "storage", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py"))
+CODE = sorted(
+    p for folder in ("bot", "engine", "storage", "tests", "benchmarks") for p in (ROOT / folder).rglob("*.py")
+)
 # docs/<page>.md, "<section>" (the line may wrap between the two)
 _REFERENCE = re.compile(r'docs/(\w+)\.md,\s*(?:#\s*)?"([^"]+)"')
 # the design notes the project started from live outside the repository: a reader of the code does not have them

@@ -65,7 +65,8 @@ class GenerateCog(commands.Cog):
         return {"reroll": self.follow_up, "vary": self.follow_up, "animate": self.follow_up, "upscale": self.follow_up}
 
     async def cog_load(self) -> None:
-        # The tokenizer loads its vocabulary once (about a second); do it now, not inside a 3 s window.
+        # The tokenizer loads its vocabulary once (about a second); do it now, not inside someone's 3 s
+        # (docs/discord.md, "The 3-second acknowledgement").
         await asyncio.to_thread(prompts.count_tokens, "warm up")
 
     # ---- commands --------------------------------------------------------------------------------
@@ -262,7 +263,7 @@ class GenerateCog(commands.Cog):
         seed: int | None,
         model: str | None,
     ) -> JobSpec:
-        # discord.py does not re-check Range on receipt: every bound is checked again here.
+        # Discord does not re-check Range on receipt: every bound is checked again here (docs/discord.md, "Messages").
         config = self.config
         check_prompt(prompt)
         width, height = width or config.default_size, height or config.default_size

@@ -8,4 +8,5 @@ MISSING_ACCESS = 50001  # the bot cannot see the channel
 MISSING_PERMISSIONS = 50013  # the bot may not send, attach or edit there
 ARCHIVED_THREAD = 50083  # the thread is archived
 
-NO_ACCESS = (UNKNOWN_CHANNEL, MISSING_ACCESS, MISSING_PERMISSIONS)  # retrying these counts towards a ban
+# never repeated: each refusal counts towards Discord's ban (docs/discord.md, "The invalid-request ban")
+NO_ACCESS = (UNKNOWN_CHANNEL, MISSING_ACCESS, MISSING_PERMISSIONS)

@@ -67,7 +67,8 @@ class _Post:
 
     @property
     def nonce(self) -> str:
-        return f"r{self.job.id}"  # Discord drops a repeat after a crash between posting and marking
+        """Discord drops a repeat after a crash between posting and marking (docs/discord.md, "Messages")."""
+        return f"r{self.job.id}"
 
 
 class ResultPoster:
