@@ -92,12 +92,6 @@ class JobQueue:
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=limit_s)
 
-    async def __aenter__(self) -> JobQueue:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.aclose()
-
     async def load_speeds(self) -> None:
         """Read the measured speeds the ETAs use (once; `open`, a submit and a plan call it)."""
         if not self._speeds_loaded:
