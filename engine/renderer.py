@@ -85,7 +85,7 @@ class Renderer:
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
     ) -> Artifact:
-        """Render `spec` to `output` (its suffix picks the format); see bot.ports.Renderer."""
+        """Render `spec` to `output` (its suffix picks the format); see bot.queue.api.Renderer."""
         checks.check_timelapse_spec(spec)
         pipeline = PIPELINES.get(spec.kind)
         if pipeline is None:

@@ -156,7 +156,7 @@ async def test_engine_refusals_reach_the_member_and_crashes_do_not_leak(
     bad = (await queue.submit(ALICE, _with(SPEC, text_prompts="fail invalid"))).job
     crash = (await queue.submit(BOB, _with(SPEC, text_prompts="fail crash"))).job
     ok = (await queue.submit(BOB, SPEC)).job
-    with caplog.at_level(logging.ERROR, logger="bot.runner"):
+    with caplog.at_level(logging.ERROR, logger="bot.queue.runner"):
         await eventually(lambda: len(events.finished) == 3, 60.0, "3 jobs to finish")
     assert events.finished[bad.id].state == JobStatus.FAILED
     assert events.finished[bad.id].error == "text prompt: the fox is not allowed"
