@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, ClassVar
 
 import torch
+from torch._utils import _rebuild_tensor, _rebuild_tensor_v2, _rebuild_tensor_v3
 
 # Top-level packages whose names stand only for data in a checkpoint's non-weight parts: callbacks,
 # hyper-parameters, loop state. Names under them are recorded, never imported.
@@ -65,9 +66,9 @@ class Inert:
 
 
 # torch's own rebuilders (untyped), called only through the checking wrappers below
-_torch_rebuild_tensor: Callable[..., torch.Tensor] = torch._utils._rebuild_tensor
-_torch_rebuild_tensor_v2: Callable[..., torch.Tensor] = torch._utils._rebuild_tensor_v2
-_torch_rebuild_tensor_v3: Callable[..., torch.Tensor] = torch._utils._rebuild_tensor_v3
+_torch_rebuild_tensor: Callable[..., torch.Tensor] = _rebuild_tensor
+_torch_rebuild_tensor_v2: Callable[..., torch.Tensor] = _rebuild_tensor_v2
+_torch_rebuild_tensor_v3: Callable[..., torch.Tensor] = _rebuild_tensor_v3
 
 
 def _storage(value: Any) -> torch.storage.TypedStorage:
@@ -83,11 +84,11 @@ def _metadata(value: Any) -> dict[str, bool] | None:
     return value
 
 
-def _rebuild_tensor(storage: Any, offset: int, size: Any, stride: Any) -> torch.Tensor:
+def _tensor(storage: Any, offset: int, size: Any, stride: Any) -> torch.Tensor:
     return _torch_rebuild_tensor(_storage(storage), offset, size, stride)
 
 
-def _rebuild_tensor_v2(
+def _tensor_v2(
     storage: Any, offset: int, size: Any, stride: Any, requires_grad: bool, hooks: Any, metadata: Any = None
 ) -> torch.Tensor:
     # the hooks a file names are dropped (torch.save writes them empty): inert data calls nothing back
@@ -96,7 +97,7 @@ def _rebuild_tensor_v2(
     )
 
 
-def _rebuild_tensor_v3(
+def _tensor_v3(
     storage: Any, offset: int, size: Any, stride: Any, requires_grad: bool, hooks: Any, dtype: Any, metadata: Any = None
 ) -> torch.Tensor:
     if not isinstance(dtype, torch.dtype):
@@ -106,7 +107,7 @@ def _rebuild_tensor_v3(
     )
 
 
-def _rebuild_parameter(data: Any, requires_grad: bool, hooks: Any) -> torch.nn.Parameter:
+def _parameter(data: Any, requires_grad: bool, hooks: Any) -> torch.nn.Parameter:
     if not isinstance(data, torch.Tensor):
         raise Refused(f"it makes a parameter of a {type(data).__name__}")
     return torch.nn.Parameter(data, bool(requires_grad))
@@ -121,10 +122,10 @@ def _latin1_bytes(text: Any, encoding: Any = "latin1") -> bytes:
 
 # The only things a file may call: tensor rebuilding, and constructors of plain values.
 CALLABLES: dict[str, Callable[..., Any]] = {
-    "torch._utils._rebuild_tensor": _rebuild_tensor,
-    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
-    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
-    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_tensor": _tensor,
+    "torch._utils._rebuild_tensor_v2": _tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _tensor_v3,
+    "torch._utils._rebuild_parameter": _parameter,
     "torch.Size": torch.Size,
     "torch.device": torch.device,
     "_codecs.encode": _latin1_bytes,
