@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from engine.cli.common import CliError, OneLineParser
 from engine.cli.image import add_image_command
+from engine.cli.models import add_models_command
 from engine.cli.upscale import add_upscale_command
 from engine.cli.video import add_video_commands
 from engine.errors import EngineError
@@ -22,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_image_command(commands)
     add_video_commands(commands)
     add_upscale_command(commands)
+    add_models_command(commands)
     return parser
 
 

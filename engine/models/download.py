@@ -21,6 +21,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 import platformdirs
@@ -99,10 +101,38 @@ def fetch(
         return dest
 
 
-def verify_cached(dest: Path, *, sha256: str | None = None) -> None:
-    """Check a cached file against its known SHA-256, or else the one recorded at its first download."""
+class ChecksumState(StrEnum):
+    """What a cached file's bytes say against its checksum."""
+
+    VERIFIED = "verified"  # they match the SHA-256 known in advance (OpenAI's, for CLIP)
+    RECORDED = "recorded-at-first-download"  # they match the SHA-256 recorded when the file was downloaded
+    UNKNOWN = "unknown"  # there is nothing to compare them with: no SHA-256 known or recorded
+    MISMATCH = "mismatch"
+
+
+@dataclass(frozen=True, slots=True)
+class FileCheck:
+    """One cached file, hashed again and compared with what it should be."""
+
+    path: Path
+    state: ChecksumState
+    expected: str | None  # None when nothing is known or recorded
+    actual: str
+    known: bool  # whether `expected` was known in advance rather than recorded at the first download
+
+    def mismatch(self) -> str:
+        """The one line that says which file changed, and what to do about it."""
+        return (
+            f"the cached file {self.path} does not match its {'known' if self.known else 'recorded'} SHA-256 "
+            f"(expected {(self.expected or '')[:16]}…, found {self.actual[:16]}…): it changed after it was "
+            "downloaded; delete it to download it again"
+        )
+
+
+def check_file(dest: Path, *, sha256: str | None = None) -> FileCheck:
+    """Hash a cached file again and compare it with its known SHA-256, else the one recorded at its first download."""
+    expected = sha256.lower() if sha256 else None
     recorded = checksum_path(dest)
-    expected, source = (sha256.lower(), "known") if sha256 else (None, "recorded")
     if expected is None and recorded.exists():
         text = recorded.read_text(encoding="ascii", errors="replace").split()
         expected = text[0].lower() if text else ""
@@ -110,16 +140,40 @@ def verify_cached(dest: Path, *, sha256: str | None = None) -> None:
         actual = file_sha256(dest)
     except OSError as exc:
         raise ModelLoadError(f"cannot read the cached file {dest}: {exc}") from exc
-    if expected is None:  # placed there by hand (or by an older version): trust it from now on
+    if expected is None:
+        state = ChecksumState.UNKNOWN
+    elif actual != expected:
+        state = ChecksumState.MISMATCH
+    else:
+        state = ChecksumState.VERIFIED if sha256 else ChecksumState.RECORDED
+    return FileCheck(dest, state, expected, actual, known=bool(sha256))
+
+
+def verify_cached(dest: Path, *, sha256: str | None = None) -> None:
+    """Check a cached file against its known SHA-256, or else the one recorded at its first download."""
+    check = check_file(dest, sha256=sha256)
+    if check.state is ChecksumState.UNKNOWN:  # placed there by hand (or by an older version): trusted from now on
         log.info("recording the SHA-256 of %s, which has none yet", dest)
-        _record_checksum(dest, actual)
-        return
-    if actual != expected:
-        raise ModelLoadError(
-            f"the cached file {dest} does not match its {source} SHA-256 "
-            f"(expected {expected[:16]}…, found {actual[:16]}…): it changed after it was downloaded; "
-            "delete it to download it again"
-        )
+        _record_checksum(dest, check.actual)
+    elif check.state is ChecksumState.MISMATCH:
+        raise ModelLoadError(check.mismatch())
+
+
+def fetch_first(urls: tuple[str, ...], dest: Path, *, sha256: str | None = None, progress: bool = True) -> Path:
+    """`dest` from the first of `urls` that works (a main URL, then its mirrors), as `fetch` gives it.
+
+    A cached file that fails its checksum is not fetched again from elsewhere.
+    """
+    problems = []
+    for url in urls:
+        try:
+            return fetch(url, dest, sha256=sha256, progress=progress)
+        except ModelLoadError as exc:
+            if dest.exists() or len(urls) == 1:
+                raise
+            log.warning("%s; trying the next mirror", exc)
+            problems.append(str(exc))
+    raise ModelLoadError(f"no mirror of {dest.name} worked: " + " | ".join(problems))
 
 
 def _record_checksum(dest: Path, digest: str) -> None:

@@ -19,7 +19,7 @@ from engine.devices import out_of_memory_as_error
 from engine.errors import ModelLoadError
 from engine.jobs import TINY
 from engine.models.clip_import import CLIP
-from engine.models.download import fetch, model_cache_dir
+from engine.models.download import fetch, fetch_first, model_cache_dir
 from engine.models.registry import CLIP_MODELS, VQGAN_MODELS, VQGANKind
 from engine.models.seeding import isolated_rng
 from engine.models.tiny import build_tiny_clip, build_tiny_vqgan
@@ -47,8 +47,8 @@ def load_vqgan(
         return build_tiny_vqgan().to(device)
     yaml_urls, ckpt_urls = _vqgan_urls(name, yaml_url, ckpt_url)
     directory = model_cache_dir(model_dir)
-    yaml_path = _fetch_first(yaml_urls, directory / f"{name}.yaml", progress)
-    ckpt_path = _fetch_first(ckpt_urls, directory / f"{name}.ckpt", progress)
+    yaml_path = fetch_first(yaml_urls, directory / f"{name}.yaml", progress=progress)
+    ckpt_path = fetch_first(ckpt_urls, directory / f"{name}.ckpt", progress=progress)
     architecture = read_vqgan_yaml(yaml_path)
     known = VQGAN_MODELS.get(name)
     if known is not None and (architecture.embed_dim, architecture.n_embed) != (known.embed_dim, known.n_embed):
@@ -116,20 +116,6 @@ def _vqgan_urls(name: str, yaml_url: str | None, ckpt_url: str | None) -> tuple[
     if not _SAFE_NAME.fullmatch(name):
         raise ModelLoadError(f"a custom model name must be letters, digits, '.', '_' or '-', not {name!r}")
     return (yaml_url,), (ckpt_url,)
-
-
-def _fetch_first(urls: tuple[str, ...], dest: Path, progress: bool) -> Path:
-    """`dest` from the first URL that works; a cached file that fails its checksum is not retried elsewhere."""
-    problems = []
-    for url in urls:
-        try:
-            return fetch(url, dest, progress=progress)
-        except ModelLoadError as exc:
-            if dest.exists() or len(urls) == 1:
-                raise
-            log.warning("%s; trying the next mirror", exc)
-            problems.append(str(exc))
-    raise ModelLoadError(f"no mirror of {dest.name} worked: " + " | ".join(problems))
 
 
 def _to_device(model: ModuleT, device: torch.device, name: str) -> ModuleT:

@@ -180,3 +180,16 @@ REAL_ESRGAN_MODELS: Mapping[str, UpscalerSpec] = _frozen({
 DEFAULT_REAL_ESRGAN = DEFAULT_UPSCALER + ".pth"  # the registry key (and file name) of the default
 # Face restoration, optional and not an upscaler by scale; listed for completeness.
 GFPGAN_URL = "https://github.com/TencentARC/GFPGAN/releases/download/v0.2.0/GFPGANCleanv1-NoCE-C2.pth"
+
+_MB, _MIB = 10**6, 2**20
+# Approximate download sizes in bytes, where published or derived: the VQGAN checkpoints' (with their loss
+# network and optimizer state), OpenAI's CLIP files as their download reports them, and the Real-ESRGAN
+# weights from their parameter counts (fp32). Not listed: unknown until the file is cached.
+DOWNLOAD_SIZES: Mapping[str, int] = _frozen({
+    "vqgan_imagenet_f16_16384": 980 * _MB, "vqgan_imagenet_f16_1024": 958 * _MB, "vqgan_gumbel_f8": 376 * _MB,
+    "sflckr": 4_263_525_412, "coco": 8400 * _MB, "wikiart_16384": 1000 * _MB,
+    "ViT-B/32": 338 * _MIB, "ViT-B/16": 335 * _MIB, "ViT-L/14": 890 * _MIB, "ViT-L/14@336px": 891 * _MIB,
+    "RN50": 244 * _MIB, "RN101": 278 * _MIB, "RN50x4": 402 * _MIB, "RN50x16": 630 * _MIB, "RN50x64": 1290 * _MIB,
+    "RealESRGAN_x4plus.pth": 67 * _MB, "RealESRGAN_x2plus.pth": 67 * _MB, "RealESRNet_x4plus.pth": 67 * _MB,
+    "ESRGAN_SRx4_DF2KOST_official-ff704c30.pth": 67 * _MB, "RealESRGAN_x4plus_anime_6B.pth": 18 * _MB,
+})  # fmt: skip

@@ -1,15 +1,16 @@
-"""Reading model files safely: taming YAMLs as data, Lightning checkpoints with torch's restricted unpickler.
+"""Reading model files safely: taming YAMLs as data, torch checkpoints with their non-weight parts made inert.
 
-No class a file names is ever imported or instantiated: the YAML is read as plain data, and the
-checkpoint loads with `weights_only=True`, allowing only the Lightning names a taming checkpoint is
-known to hold, each mapped to an inert stand-in (docs/engine.md, "Safe loading"). CLIP files are
-TorchScript archives and are opened only after their SHA-256 matched OpenAI's (the caller's job: fetch()).
+No class a file names is ever imported or instantiated: the YAML is read as plain data, and a
+checkpoint loads through `engine.models.inert_pickle`, which rebuilds tensors, calls a listed few
+harmless constructors, records Lightning's, omegaconf's, numpy's and the like's objects as inert
+data, and refuses every other name (docs/engine.md, "Safe loading"). CLIP files are TorchScript
+archives and are opened only after their SHA-256 matched OpenAI's (the caller's job: fetch()).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
+import tarfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -18,30 +19,19 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
 from engine.errors import ModelLoadError
+from engine.models import inert_pickle
 from engine.models.clip_import import CLIP, clip
 from engine.models.registry import VQGANKind
 from engine.models.vqgan import VQGAN
 
 log = logging.getLogger(__name__)
 
-
-class LightningStandIn:
-    """Built in place of a Lightning callback class that a checkpoint names; its state is never used."""
-
-
-# name in a checkpoint -> what the restricted unpickler builds instead
-EXPECTED_GLOBALS: Mapping[str, type] = {
-    "pytorch_lightning.callbacks.model_checkpoint.ModelCheckpoint": LightningStandIn,
-    "pytorch_lightning.utilities.parsing.AttributeDict": dict,  # a dict subclass must map to dict itself
-    "lightning.pytorch.callbacks.model_checkpoint.ModelCheckpoint": LightningStandIn,
-    "lightning_fabric.utilities.data.AttributeDict": dict,
-}
-
 _TARGET_KINDS = {"VQModel": VQGANKind.PLAIN, "GumbelVQ": VQGANKind.GUMBEL, "Net2NetTransformer": VQGANKind.FIRST_STAGE}
 _FIRST_STAGE_PREFIX = "first_stage_model."
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_PROTO = b"\x80"  # torch's older format is a series of pickles (protocol 2 and up)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,30 +72,52 @@ def read_vqgan_yaml(path: Path) -> VQGANArchitecture:
         ) from exc
 
 
-def read_checkpoint(path: Path, expected: Mapping[str, type] = EXPECTED_GLOBALS) -> Any:
-    """A checkpoint's contents via torch's restricted unpickler; a file naming anything unexpected is refused."""
+def read_checkpoint(path: Path) -> Any:
+    """A torch checkpoint's contents: its tensors, and every other part as inert data; nothing it names is run.
+
+    Both of torch's formats load: zip (torch 1.6 and later) and the older pickle stream. A file that
+    names anything else than weights and data is refused (ModelLoadError) before any of it is called.
+    """
+    is_zip = _checkpoint_format(path)
     try:
-        named = set(get_unsafe_globals_in_checkpoint(path))
-    except Exception as exc:  # not a zip archive, or a corrupt one
-        raise ModelLoadError(f"{path.name} is not a torch checkpoint in zip format: {exc}") from exc
-    unexpected = sorted(named - expected.keys())
-    if unexpected:
+        return torch.load(path, map_location="cpu", pickle_module=inert_pickle, weights_only=False, mmap=is_zip)
+    except inert_pickle.Refused as exc:
         raise ModelLoadError(
-            f"refusing {path.name}: it names {', '.join(unexpected)}, which a model checkpoint has no need of "
-            "(it may try to run code); it was not loaded"
-        )
+            f"refusing {path.name}: {exc.what}, which a model checkpoint has no need of (it may try to run code); "
+            "nothing in it was run"
+        ) from None
+    except Exception as exc:  # a corrupt pickle or archive raises many types; none of them ran anything
+        raise ModelLoadError(f"{path.name} is not a readable torch checkpoint: {_first_line(exc)}") from None
+
+
+def _checkpoint_format(path: Path) -> bool:
+    """True for torch's zip format, False for its legacy pickle stream; ModelLoadError for anything else."""
     try:
-        with safe_globals([(obj, name) for name, obj in expected.items()]):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except (pickle.UnpicklingError, RuntimeError, ValueError, EOFError) as exc:
-        raise ModelLoadError(f"{path.name} could not be loaded safely: {_unpickler_reason(exc)}") from exc
+        with open(path, "rb") as fh:
+            head = fh.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read {path}: {exc}") from exc
+    if head == _ZIP_MAGIC:
+        try:
+            records = torch._C.PyTorchFileReader(str(path)).get_all_records()
+        except RuntimeError as exc:
+            raise ModelLoadError(f"{path.name} is not a torch checkpoint: {_first_line(exc)}") from None
+        if "constants.pkl" in records:  # torch.load would hand it to torch.jit.load
+            raise ModelLoadError(f"refusing {path.name}: it is a TorchScript archive (a program), not a checkpoint")
+        return True
+    if tarfile.is_tarfile(path):  # checked before the pickle stream: torch.load tries tar first
+        raise ModelLoadError(
+            f"{path.name} is in torch's tar format (before torch 0.4), which is not read; convert it once, where "
+            "you trust the file: python -c \"import torch; torch.save(torch.load('OLD', weights_only=False), 'NEW.ckpt')\""
+        )
+    if head[:1] != _PICKLE_PROTO:
+        raise ModelLoadError(f"{path.name} is not a torch checkpoint (neither torch's zip format nor its older one)")
+    return False
 
 
-def _unpickler_reason(exc: Exception) -> str:
-    # torch's message advises weights_only=False, which must never be done with a downloaded file
+def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    reasons = [line for line in lines if "GLOBAL" in line or "Unsupported" in line]
-    return (reasons or lines or [type(exc).__name__])[0]
+    return lines[0] if lines else type(exc).__name__
 
 
 def vqgan_state_dict(checkpoint: Any, kind: VQGANKind) -> dict[str, torch.Tensor]:
@@ -115,11 +127,17 @@ def vqgan_state_dict(checkpoint: Any, kind: VQGANKind) -> dict[str, torch.Tensor
         raise ModelLoadError("the checkpoint holds no state dict")
     if kind is VQGANKind.FIRST_STAGE:
         n = len(_FIRST_STAGE_PREFIX)
-        kept = {key[n:]: value for key, value in state.items() if key.startswith(_FIRST_STAGE_PREFIX)}
+        kept = {key[n:]: value for key, value in state.items() if str(key).startswith(_FIRST_STAGE_PREFIX)}
         if not kept:
             raise ModelLoadError("the checkpoint has no first_stage_model weights")
-        return kept
-    return {key: value for key, value in state.items() if not key.startswith("loss.")}
+    else:
+        kept = {key: value for key, value in state.items() if not str(key).startswith("loss.")}
+    not_tensors = sorted(str(key) for key, value in kept.items() if not isinstance(value, torch.Tensor))
+    if not_tensors:
+        raise ModelLoadError(
+            f"the checkpoint's state dict holds other things than tensors: {', '.join(not_tensors[:5])}"
+        )
+    return kept
 
 
 def load_vqgan_checkpoint(path: Path, architecture: VQGANArchitecture) -> VQGAN:

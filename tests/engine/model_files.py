@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import io
 import os
-import sys
-import types
 import warnings
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +15,7 @@ from omegaconf import OmegaConf
 
 from engine.models.tiny import TINY_DDCONFIG
 from engine.models.vqgan import VQGAN
+from tests.engine.lightning_files import LIGHTNING_1_0, LightningRelease, lightning_checkpoint
 
 LOSS_TARGET = "taming.modules.losses.vqperceptual.VQLPIPSWithDiscriminator"  # must never be imported
 
@@ -54,53 +52,18 @@ def taming_yaml(
     return OmegaConf.to_yaml(OmegaConf.create(config)).encode()
 
 
-@contextmanager
-def throwaway_lightning() -> Iterator[tuple[type, type]]:
-    """Stand-in modules under Lightning's names for torch.save to pickle by name; gone again afterwards."""
-    names = (
-        "pytorch_lightning",
-        "pytorch_lightning.callbacks",
-        "pytorch_lightning.callbacks.model_checkpoint",
-        "pytorch_lightning.utilities",
-        "pytorch_lightning.utilities.parsing",
-    )
-    modules = {name: types.ModuleType(name) for name in names}
-    model_checkpoint = type("ModelCheckpoint", (), {"__module__": "pytorch_lightning.callbacks.model_checkpoint"})
-    attribute_dict = type("AttributeDict", (dict,), {"__module__": "pytorch_lightning.utilities.parsing"})
-    modules["pytorch_lightning.callbacks.model_checkpoint"].ModelCheckpoint = model_checkpoint  # type: ignore[attr-defined]
-    modules["pytorch_lightning.utilities.parsing"].AttributeDict = attribute_dict  # type: ignore[attr-defined]
-    saved = {name: sys.modules.get(name) for name in names}
-    sys.modules.update(modules)
-    try:
-        yield model_checkpoint, attribute_dict
-    finally:
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+def vqgan_checkpoint(
+    model: VQGAN,
+    *,
+    prefix: str = "",
+    with_loss: bool = True,
+    release: LightningRelease = LIGHTNING_1_0,
+    **layout: Any,
+) -> bytes:
+    """`model`'s weights as a taming checkpoint: under `prefix`, plus loss-network (and GPT) keys to drop.
 
-
-def lightning_checkpoint(state_dict: Mapping[str, torch.Tensor]) -> bytes:
-    """A checkpoint laid out as PyTorch Lightning 1.x wrote taming's: callbacks keyed by class, hparams dict."""
-    with throwaway_lightning() as (model_checkpoint, attribute_dict):
-        checkpoint = {
-            "epoch": 3,
-            "global_step": 1200,
-            "pytorch-lightning_version": "1.0.8",
-            "callbacks": {model_checkpoint: {"monitor": "val/rec_loss", "best_model_score": torch.tensor(0.25)}},
-            "optimizer_states": [{"state": {}, "param_groups": [{"lr": 4.5e-6, "params": [0, 1]}]}],
-            "lr_schedulers": [],
-            "state_dict": dict(state_dict),
-            "hyper_parameters": attribute_dict(embed_dim=32, n_embed=64),
-        }
-        buffer = io.BytesIO()
-        torch.save(checkpoint, buffer)
-    return buffer.getvalue()
-
-
-def vqgan_checkpoint(model: VQGAN, *, prefix: str = "", with_loss: bool = True) -> bytes:
-    """`model`'s weights as a taming checkpoint: under `prefix`, plus loss-network (and GPT) keys to drop."""
+    Written as Lightning `release` writes it; `layout` goes to lightning_files.lightning_checkpoint.
+    """
     state = {prefix + key: value.clone() for key, value in model.state_dict().items()}
     if with_loss:
         state["loss.discriminator.main.0.weight"] = torch.randn(8, 3, 4, 4)
@@ -108,7 +71,7 @@ def vqgan_checkpoint(model: VQGAN, *, prefix: str = "", with_loss: bool = True) 
     if prefix:
         state["transformer.tok_emb.weight"] = torch.randn(16, 8)
         state["cond_stage_model.dummy"] = torch.zeros(2)
-    return lightning_checkpoint(state)
+    return lightning_checkpoint(state, release, **layout)
 
 
 class RunsCode:
