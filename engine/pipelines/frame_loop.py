@@ -31,7 +31,7 @@ from engine.optim.smoother import EWMASmoother
 from engine.optim.state import OptimisationState, StepSettings
 from engine.pipelines import checks, images
 from engine.pipelines.context import RenderContext
-from engine.pipelines.metadata import job_metadata
+from engine.pipelines.metadata import file_name, job_metadata
 from engine.pipelines.resume import encode_checkpoint, optimisation_sections, restore_optimisation
 from engine.prompts import ParsedPrompts, WeightedPrompt
 
@@ -221,7 +221,7 @@ class FrameLoop:
                 "number": self.frame,
                 "phrase": self.state.phrase,
                 "text_prompts": " | ".join(p.text for p in text_phrase),
-                "image_prompts": " | ".join(p.text for p in image_phrase),
+                "image_prompts": " | ".join(file_name(p.text) for p in image_phrase),
                 "noise_prompts": " | ".join(p.text for p in noise_phrase),
             },
         }

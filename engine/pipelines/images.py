@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from engine.errors import InvalidJob
 from engine.media import stills
@@ -99,16 +99,19 @@ def save_image(img: Image.Image, path: str | Path, text: dict[str, Any], params:
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """The `engine_params` JSON an engine-made PNG or JPEG carries; ValueError when there is none."""
-    with Image.open(path, formats=stills.FORMATS) as img:
-        blob: str | None = None
-        if isinstance(img, PngImagePlugin.PngImageFile):
-            blob = img.text.get(PARAMS_KEY)
-        else:
-            raw = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-            if isinstance(raw, bytes):
-                blob = _decode_user_comment(raw)
-            elif isinstance(raw, str):
-                blob = raw
+    blob: str | None = None
+    try:
+        with Image.open(path, formats=stills.FORMATS) as img:
+            if isinstance(img, PngImagePlugin.PngImageFile):
+                blob = img.text.get(PARAMS_KEY)
+            else:
+                raw = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+                if isinstance(raw, bytes):
+                    blob = _decode_user_comment(raw)
+                elif isinstance(raw, str):
+                    blob = raw
+    except UnidentifiedImageError:
+        pass  # not a format the engine writes its parameters into
     if not blob:
         raise ValueError(f"{str(path)!r} carries no engine parameters (not made by this engine?)")
     data = json.loads(blob)

@@ -34,6 +34,7 @@ from engine.optim.pixels import to_image
 from engine.pipelines import images
 from engine.pipelines.checks import DEFAULT_MAX_UPSCALE_PIXELS, VideoLimits
 from engine.pipelines.context import RenderContext
+from engine.pipelines.metadata import public_spec, scrub_inherited
 from engine.pipelines.resume import decode_checkpoint, encode_checkpoint
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def check_upscale_spec(
     scale = esrgan.known_scale(spec.upscale_model)
     if scale is None and not Path(spec.upscale_model).is_file():
         raise InvalidJob(
-            f"unknown upscaler {spec.upscale_model!r}; use tiny, a weight file, or one of: "
+            f"unknown upscaler {public_spec(spec).upscale_model!r}; use tiny, a weight file, or one of: "
             + ", ".join(Path(n).stem for n in REAL_ESRGAN_MODELS)
         )
     if spec.video:
@@ -137,7 +138,8 @@ def _upscaler(ctx: RenderContext, spec: JobSpec) -> esrgan.Upscaler:
         return ctx.upscalers.get(spec.upscale_model)
     except ModelLoadError as exc:
         if Path(spec.upscale_model).is_file():
-            raise InvalidJob(str(exc)) from None
+            log.info("not an upscaler: %s", exc)  # the loader's words name the host's folders
+            raise InvalidJob(f"{Path(spec.upscale_model).name} is not an upscaler model that can be loaded") from None
         raise
 
 
@@ -218,9 +220,9 @@ def _upscale_still(
 
 def _upscale_record(spec: JobSpec, plan: UpscalePlan, scale: int) -> dict[str, Any]:
     return {
-        "model": spec.upscale_model,
+        "model": public_spec(spec).upscale_model,
         "scale": scale,
-        "source": str(plan.source),
+        "source": plan.source.name,
         "source_size": [plan.width, plan.height],
         "source_sha256": images.sha256_file(plan.source),
     }
@@ -235,9 +237,10 @@ def _still_metadata(
         params = images.read_params(plan.source)
     except (ValueError, OSError):
         params = {}  # not made by this engine: only the upscale record
+    text, params = scrub_inherited(text, params)
     if not text and params.get("prompts"):  # an engine JPEG: its prompts live in the JSON only
         text = {"text_prompts": params["prompts"].get("text", "")}
-    text.update(upscale_model=spec.upscale_model, upscale_scale=scale)
+    text.update(upscale_model=public_spec(spec).upscale_model, upscale_scale=scale)
     params["upscale"] = _upscale_record(spec, plan, scale)
     return text, params
 
@@ -325,6 +328,7 @@ def _encode(
         params = json.loads(comment) if comment else {}
         if not isinstance(params, dict):
             raise ValueError
+        _, params = scrub_inherited({}, params)
     except ValueError:
         params = {"source_comment": comment}
     params["upscale"] = _upscale_record(spec, plan, scale)

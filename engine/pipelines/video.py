@@ -23,7 +23,7 @@ from engine.pipelines import checks
 from engine.pipelines.animation import AnimationLoop, Move
 from engine.pipelines.context import RenderContext
 from engine.pipelines.frame_loop import FrameLoop, FramesResult
-from engine.pipelines.metadata import container_comment
+from engine.pipelines.metadata import container_comment, public_spec
 from engine.pipelines.resume import decode_checkpoint
 from engine.pipelines.style_transfer import StyleTransferLoop
 from engine.prompts import ParsedPrompts
@@ -67,7 +67,7 @@ def render_video(
             audio_from=audio_from,
             work=work,
             output_framerate=spec.interpolate_fps,
-            title=spec.text_prompts or spec.image_prompts or spec.noise_prompts,
+            title=_title(spec),
             comment=container_comment(result.params),
             max_bytes=spec.max_bytes,
         )
@@ -86,6 +86,12 @@ def render_video(
         frames_done=result.frames_done,
         partial=result.partial,
     )
+
+
+def _title(spec: JobSpec) -> str:
+    """The video's title: its prompts, image prompts by file name."""
+    public = public_spec(spec)
+    return public.text_prompts or public.image_prompts or public.noise_prompts
 
 
 def render_frames(
