@@ -10,9 +10,11 @@ No torch here. `engine.video_tools` is this module under the seed's name.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -312,10 +314,26 @@ def encode_with_audio(
         final = Path(copy_video_audio(audio_from, silent, with_audio, cancel=cancel))
         if max_bytes is not None and final.stat().st_size > max_bytes:
             final = shrink.fit_video(final, max_bytes, fitted, cancel=cancel)
-        os.replace(final, output)
+        _move_into_place(final, Path(output))
     finally:
         for staged in (silent, with_audio, fitted):
             staged.unlink(missing_ok=True)
+
+
+def _move_into_place(source: Path, target: Path) -> None:
+    """Rename `source` to `target`, also across file systems (a work folder elsewhere); `target` appears whole."""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        staged = ffmpeg.working_name(target.parent, target.suffix)
+        try:
+            shutil.copyfile(source, staged)
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        source.unlink()
 
 
 def make_timelapse(

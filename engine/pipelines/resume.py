@@ -4,7 +4,8 @@ A checkpoint is a `torch.save`d dict that `torch.load(..., weights_only=True)` r
 containers, numbers, strings, bytes and CPU tensors only. Every kind of job writes the same header
 (`version`, `seed`, `spec` as JSON) plus its own sections: `state` and `global_rng` for the
 optimisation, `timelapse` for a still's timelapse frames, `video` for the frame loop, `upscale` for
-an upscaled video's frames (docs/engine.md, "Seeds, determinism and resume").
+an upscaled video's frames (docs/engine.md, "Seeds, determinism and resume"). Frames are named by
+file name and SHA-256; their files stay in the job's work folder (`workspace.FrameStore`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from engine.jobs import JobSpec, spec_from_json, spec_to_json
 from engine.optim.rng import global_rng_state, set_global_rng_state
 from engine.optim.state import OptimisationState
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: frames are named (file name, SHA-256), their bytes stay in the work folder
 
 # the section a kind of job must find in its checkpoint, and how a refusal names that kind
 _SECTION_OWNERS = {"video": "a video job's", "upscale": "an upscale job's"}

@@ -134,13 +134,14 @@ def test_resume_continues_without_redoing_frames_and_equals_an_uninterrupted_run
             saved.append(p.checkpoint())
             cancel.set()
 
+    work = tmp_path / "work"  # the job's work folder, kept between its attempts
     first = renderer.render(
-        dataclasses.replace(spec, seed=11), tmp_path / "first.mp4", on_progress=stop_at, cancel=cancel
+        dataclasses.replace(spec, seed=11), tmp_path / "first.mp4", on_progress=stop_at, cancel=cancel, work_dir=work
     )
     assert first.partial
     steps: list[int] = []
     resumed = renderer.render(
-        spec, tmp_path / "resumed.mp4", on_progress=lambda p: steps.append(p.step), resume=saved[0]
+        spec, tmp_path / "resumed.mp4", on_progress=lambda p: steps.append(p.step), resume=saved[0], work_dir=work
     )
     done_at_checkpoint = (at[0] - 1) * 2 + at[1]
     assert steps == list(range(done_at_checkpoint + 1, 11))  # nothing before the checkpoint is rendered again
