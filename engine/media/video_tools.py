@@ -295,32 +295,28 @@ def encode_with_audio(
     """Encode `frames` into `output` with the audio of `audio_from` (None: silent), under `max_bytes` if given.
 
     With audio the silent encode gets the audio muxed in before the fit, so the budget counts the
-    audio too. Working files go into the folder `work` (removed again); `output` appears only when
-    complete. `cancel` stops every step (`Cancelled`).
+    audio too. Every stage is written in the folder `work` (and removed again); `output` appears
+    only when complete. `cancel` stops every step (`Cancelled`).
     """
-    if audio_from is None:
-        encode_video(
-            output, rate, frames=frames, output_framerate=output_framerate, metadata_title=title,
-            metadata_comment=comment, max_bytes=max_bytes, cancel=cancel,
-        )  # fmt: skip
-        return
     work.mkdir(parents=True, exist_ok=True)
     silent, with_audio, fitted = work / "silent.mp4", work / "with_audio.mp4", work / "fitted.mp4"
     try:
         encode_video(
             silent, rate, frames=frames, output_framerate=output_framerate, metadata_title=title,
-            metadata_comment=comment, cancel=cancel,
+            metadata_comment=comment, max_bytes=None if audio_from else max_bytes, cancel=cancel,
         )  # fmt: skip
-        final = Path(copy_video_audio(audio_from, silent, with_audio, cancel=cancel))
-        if max_bytes is not None and final.stat().st_size > max_bytes:
-            final = shrink.fit_video(final, max_bytes, fitted, cancel=cancel)
-        _move_into_place(final, Path(output))
+        final = silent
+        if audio_from is not None:
+            final = Path(copy_video_audio(audio_from, silent, with_audio, cancel=cancel))
+            if max_bytes is not None and final.stat().st_size > max_bytes:
+                final = shrink.fit_video(final, max_bytes, fitted, cancel=cancel)
+        move_into_place(final, Path(output))
     finally:
         for staged in (silent, with_audio, fitted):
             staged.unlink(missing_ok=True)
 
 
-def _move_into_place(source: Path, target: Path) -> None:
+def move_into_place(source: Path, target: Path) -> None:
     """Rename `source` to `target`, also across file systems (a work folder elsewhere); `target` appears whole."""
     try:
         os.replace(source, target)

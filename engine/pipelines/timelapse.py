@@ -83,18 +83,22 @@ class TimelapseRecorder:
             return None
         target = timelapse_path(self.output)
         fitted = max_bytes if max_bytes is not None and max_bytes >= MIN_VIDEO_BYTES else None
+        staged = self.frames.folder / "timelapse.mp4"  # encoded in the work folder, then moved into place
         try:
             video_tools.make_timelapse(
                 self.frames.paths,
-                target,
+                staged,
                 TIMELAPSE_FPS,
                 metadata_title=title,
                 metadata_comment=comment,
                 max_bytes=fitted,
                 cancel=cancel,
             )
+            video_tools.move_into_place(staged, target)
         except Cancelled:
             log.info("timelapse of %s cancelled", self.output.name)
             return None
+        finally:
+            staged.unlink(missing_ok=True)
         log.info("timelapse of %d frames → %s", len(self.frames), target)
         return target

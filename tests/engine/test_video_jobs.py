@@ -280,6 +280,16 @@ def test_style_transfer_of_a_silent_video_at_another_rate(renderer: Renderer, tm
     assert (info.frames, info.fps, info.has_audio) == (3, 6.0, False)
 
 
+def test_with_a_work_folder_every_intermediate_file_is_in_it(
+    renderer: Renderer, clip_with_audio: Path, tmp_path: Path
+) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    renderer.render(style_spec(clip_with_audio, iterations=1, max_bytes=40_000), out / "s.mp4", work_dir=work)
+    assert [p.name for p in out.iterdir()] == ["s.mp4"]  # nothing was staged beside the result
+    assert len(list((work / "source").glob("frame_*.jpg"))) == len(list((work / "frames").glob("frame_*.jpg"))) == 8
+    assert list((work / "encode").iterdir()) == []  # encoding stages are gone once used
+
+
 def test_style_transfer_inputs_are_checked_before_rendering(renderer: Renderer, tmp_path: Path) -> None:
     text = tmp_path / "clip.mp4"
     text.write_text("not a video\n")
