@@ -77,7 +77,7 @@ def add_image_command(commands: Any) -> None:
     p.add_argument(
         "--replay",
         metavar="PNG",
-        help="render again from an engine-made image's parameters (its input images: beside it or in the current folder)",
+        help="render again from an engine-made image's parameters (input images: beside it or in the current folder)",
     )
     p.add_argument("--verbose", action="store_true", help="print every step's loss")
     p.set_defaults(run=run_image)

@@ -1,9 +1,9 @@
 """The one place that starts ffmpeg: imageio-ffmpeg's bundled binary, argument lists only, never a shell.
 
 No system ffmpeg or ffprobe is needed: `imageio-ffmpeg` ships a static ffmpeg with libx264, AAC and
-`minterpolate`, and what ffprobe would say is read from ffmpeg's own input dump. Every path handed to ffmpeg goes through
-`file_arg`, so a user's file name that starts with '-', holds spaces, quotes, ';', ':' or non-ASCII
-characters is read as a file name and nothing else; every file ffmpeg reads is opened through
+`minterpolate`, and what ffprobe would say is read from ffmpeg's own input dump. Every path handed
+to ffmpeg goes through `file_arg`, so a user's file name that starts with '-', holds spaces, quotes,
+';', ':' or non-ASCII characters is read as a file name and nothing else; every file ffmpeg reads is opened through
 `input_args` (the file protocol only, a demuxer from `containers`). Every run has a time limit and
 stops within about a second when its job's cancel event is set. A failure's message is for the
 member ("the video could not be decoded"); ffmpeg's own words and the paths go to the log.

@@ -1,10 +1,10 @@
 """The seed package's video tools, safely: frame extraction, MP4 encoding, audio copy and timelapses.
 
 Signatures follow the seed's (docs/engine.md, "ffmpeg"); every ffmpeg call goes through
-`engine.media.ffmpeg` as an argument list, opens its video inputs through `ffmpeg.input_args`, has
-a time limit sized to its work (`ffmpeg.work_timeout`) and stops when the `cancel` event it is given is
-set. Results are written to a working file of ours next to the output and renamed into place only
-when complete, so a failure never leaves a half-written video.
+`engine.media.ffmpeg` as an argument list, opens its video inputs through `ffmpeg.input_args`,
+has a time limit sized to its work (`ffmpeg.work_timeout`) and stops when the `cancel` event it is
+given is set. Results are written to a working file of ours next to the output and renamed into
+place only when complete, so a failure never leaves a half-written video.
 No torch here. `engine.video_tools` is this module under the seed's name.
 """
 

@@ -45,7 +45,10 @@ def aspect_size(width: int, height: int, aspect: float) -> tuple[int, int]:
 def read_image_with_text(
     path: Path, max_pixels: int | None = None, formats: Sequence[str] = stills.FORMATS
 ) -> Image.Image:
-    """The decoded image with its metadata kept in `info` (PNG text chunks under `_text`, EXIF); InvalidJob if unreadable."""
+    """The decoded image with its metadata kept in `info` (PNG text chunks under `_text`, EXIF).
+
+    InvalidJob when it is missing, unreadable or not one of `formats` (`media.stills`).
+    """
     return stills.decode_still(path, max_pixels=max_pixels, formats=formats)
 
 
