@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from engine.errors import InvalidJob
+from engine.errors import InvalidJob, StaleCheckpoint
 from engine.jobs import JobSpec, spec_from_json, spec_to_json
 from engine.optim.rng import global_rng_state, set_global_rng_state
 from engine.optim.state import OptimisationState
@@ -53,7 +53,8 @@ def decode_checkpoint(data: bytes, spec: JobSpec, *, section: str | None = None)
     except Exception as e:  # a corrupt or foreign blob: the job cannot resume from it
         raise InvalidJob(f"the saved job state cannot be read ({type(e).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise InvalidJob("the saved job state is from another engine version")
+        # e.g. a job checkpointed before an upgrade: the caller can render it again from the start
+        raise StaleCheckpoint("the saved job state is from another engine version")
     saved = dataclasses.replace(spec_from_json(checkpoint["spec"]), seed=None)
     if saved != dataclasses.replace(spec, seed=None):
         raise InvalidJob("the saved job state belongs to a different job")
