@@ -51,6 +51,7 @@ class SleepRenderer:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
+        work_dir: Path | None = None,
     ) -> Artifact:
         done = int(resume or b"0")
         while done < spec.iterations and not (cancel and cancel.is_set()):

@@ -21,3 +21,11 @@ class ModelLoadError(EngineError):
 
 class OutOfMemory(EngineError):
     """The device ran out of memory for this job; the message says what to make smaller."""
+
+
+class Cancelled(EngineError):
+    """The job was cancelled before it had anything to show (e.g. while its source video was being read)."""
+
+
+class StaleCheckpoint(InvalidJob):
+    """A checkpoint cannot be resumed (its saved frames are gone or changed); render the job again from the start."""

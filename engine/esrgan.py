@@ -17,6 +17,7 @@ from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from engine.devices import out_of_memory_as_error
 from engine.errors import InvalidJob
+from engine.media import stills
 from engine.media.shrink import has_alpha
 from engine.models.esrgan import JPEG_QUALITY, load_upscaler, upscale_image
 from engine.models.registry import DEFAULT_REAL_ESRGAN
@@ -25,6 +26,8 @@ from engine.pipelines.images import read_image_with_text
 log = logging.getLogger(__name__)
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+# the seed read TIFF too; nothing else (EPS, PSD, ...) is opened, even from a local folder
+_FORMATS = (*stills.FORMATS, "TIFF")
 
 
 def _input_files(input: str | os.PathLike[str]) -> list[Path]:
@@ -42,7 +45,7 @@ def _input_files(input: str | os.PathLike[str]) -> list[Path]:
 def _check_image(path: Path) -> None:
     """The seed's message for anything Pillow cannot identify (cheap: reads the header only)."""
     try:
-        with Image.open(path) as img:
+        with Image.open(path, formats=_FORMATS) as img:
             img.verify()
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         raise InvalidJob("file could not be read as a valid image.") from None
@@ -103,7 +106,7 @@ def inference_realesrgan(
     folder.mkdir(parents=True, exist_ok=True)
     written: list[str] = []
     for path in files:
-        img = read_image_with_text(path)
+        img = read_image_with_text(path, formats=_FORMATS)
         longest = max(img.size)
         if model.scale >= 4 and longest > 1000:
             log.warning("%s is %d px: the x2 model would be faster", path.name, longest)

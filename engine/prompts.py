@@ -12,7 +12,7 @@ import functools
 import importlib.util
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Protocol
 
@@ -27,6 +27,7 @@ _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _UNESCAPED_COLON = re.compile(r"(?<!\\):")
 _DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_FOLDERS = re.compile(r"^.*[\\/]")  # everything up to a path's last separator
 
 
 class PromptType(enum.StrEnum):
@@ -90,7 +91,8 @@ def parse_prompts(prompt: str, kind: PromptType = PromptType.TEXT) -> tuple[Phra
     for p_index, phrase_text in enumerate(prompt.split("^"), start=1):
         parts = []
         for part_index, raw in enumerate(phrase_text.split("|"), start=1):
-            where = f"{kind} prompt, phrase {p_index}, part {part_index} ({raw.strip()!r})"
+            shown = raw.strip() if kind is not PromptType.IMAGE else _FOLDERS.sub("", raw.strip())  # no host folders
+            where = f"{kind} prompt, phrase {p_index}, part {part_index} ({shown!r})"
             parts.append(_parse_part(raw.strip(), kind, where))
         phrases.append(tuple(parts))
     return tuple(phrases)
@@ -103,6 +105,34 @@ def parse_all(text: str = "", image: str = "", noise: str = "") -> ParsedPrompts
         image=parse_prompts(image, PromptType.IMAGE),
         noise=parse_prompts(noise, PromptType.NOISE),
     )
+
+
+def escape_body(text: str) -> str:
+    """`text` as the body of a prompt part: colons escaped, so they are not read as a weight."""
+    return text.replace(":", "\\:")
+
+
+def rename_image_parts(prompt: str, rename: Callable[[str], str]) -> str:
+    """An image prompt with each part's file replaced by `rename(file)`; weights and stops kept as written.
+
+    Results name their input files without folders (`rename` = the file name), and a replay puts the
+    folder where it found them back in. `prompt` must parse (`parse_prompts`).
+    """
+    if not prompt.strip():
+        return prompt
+    phrases = []
+    for phrase_text in prompt.split("^"):
+        parts = []
+        for raw in phrase_text.split("|"):
+            part, prefix = raw.strip(), ""
+            if _DRIVE.match(part):  # as in _parse_part: a drive's colon is not a weight
+                prefix, part = part[:3], part[3:]
+            fields = _UNESCAPED_COLON.split(part, maxsplit=1)
+            body = prefix + fields[0].replace("\\:", ":").strip()
+            weights = ":" + fields[1] if len(fields) > 1 else ""
+            parts.append(escape_body(rename(body)) + weights)
+        phrases.append(" | ".join(parts))
+    return " ^ ".join(phrases)
 
 
 def _parse_part(part: str, kind: PromptType, where: str) -> WeightedPrompt:

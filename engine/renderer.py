@@ -84,14 +84,32 @@ class Renderer:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
+        work_dir: Path | None = None,
     ) -> Artifact:
-        """Render `spec` to `output` (its suffix picks the format); see bot.queue.api.Renderer."""
+        """Render `spec` to `output` (its suffix picks the format); see bot.queue.api.Renderer.
+
+        `cancel` stops the job between iterations (a partial result) and stops any ffmpeg run within
+        a second or two (`Cancelled` when there is nothing to show yet). `resume` is what an earlier
+        `Progress.checkpoint()` returned.
+
+        `work_dir` holds the job's intermediate files (source and rendered frames, timelapse stills,
+        encoding stages). A caller that resumes jobs passes one folder per job that outlives its
+        attempts: a checkpoint names the frames written there (file name and SHA-256) instead of
+        carrying them, and a resume whose frames are gone or changed raises `StaleCheckpoint`
+        ("the saved frames of this job are missing"; render the job again without `resume`).
+        The engine never removes a given `work_dir`: that is the caller's job once the job has
+        ended (done, failed or cancelled), and not when it stopped to be resumed. Without one, a
+        fresh `.<output name>.work-*` folder beside the output is used and removed when the render ends.
+        """
         checks.check_timelapse_spec(spec)
         pipeline = PIPELINES.get(spec.kind)
         if pipeline is None:
             raise InvalidJob(f"{spec.kind.value} jobs are not supported by this renderer yet")
+        work = None if work_dir is None else Path(work_dir)
         with self._job(spec):
-            return pipeline(self.context, spec, Path(output), on_progress=on_progress, cancel=cancel, resume=resume)
+            return pipeline(
+                self.context, spec, Path(output), on_progress=on_progress, cancel=cancel, resume=resume, work_dir=work
+            )
 
     def render_frames(
         self,

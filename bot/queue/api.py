@@ -21,9 +21,12 @@ class Renderer(Protocol):
     """The engine as the runner drives it (`engine.renderer.Renderer` satisfies this).
 
     `render` blocks; call it on the device's own thread. `output` is the final file (its suffix picks
-    the format: .png/.jpg for stills, .mp4 for videos); working files go beside it. `cancel` is checked
-    between iterations and a cancelled job returns its partial result (`Artifact.partial`). `resume` is
-    what an earlier `Progress.checkpoint()` returned. Raises `engine.errors.InvalidJob` for bad input.
+    the format: .png/.jpg for stills, .mp4 for videos). `cancel` is checked between iterations and a
+    cancelled job returns its partial result (`Artifact.partial`), or raises `engine.errors.Cancelled`
+    when it had nothing to show yet. `resume` is what an earlier `Progress.checkpoint()` returned; its
+    frames live in `work_dir`, the job's folder for intermediate files, which must outlive attempts and
+    which the caller removes once the job has ended (`StaleCheckpoint` when they are gone). Raises
+    `engine.errors.InvalidJob` for bad input.
     """
 
     def render(
@@ -34,6 +37,7 @@ class Renderer(Protocol):
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
+        work_dir: Path | None = None,
     ) -> Artifact: ...
 
 

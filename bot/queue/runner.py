@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
-from engine.errors import EngineError, ModelLoadError
+from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
 from engine.jobs import Artifact, JobKind, JobStatus, Progress
 from storage.records import Claim
 
@@ -42,6 +42,15 @@ def output_path(data_dir: Path, claim: Claim) -> Path:
     )
     name = f"job-{claim.job.id}.{'mp4' if video else 'png'}"
     return Path(data_dir) / "outputs" / str(claim.job.id) / f"a{claim.attempt}" / name
+
+
+def work_path(data_dir: Path, job_id: int) -> Path:
+    """A job's folder for the engine's intermediate files: data_dir/work/<job id>.
+
+    It outlives the job's attempts (a resumed video's frames are there) and is removed when the job
+    ends (done, failed or cancelled); a drained or crashed job keeps it for its next attempt.
+    """
+    return Path(data_dir) / "work" / str(job_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -243,20 +252,16 @@ class JobRunner:
         """Render on the device's thread: (the artifact, None), or (None, the error the member sees)."""
         job, device = run.claim.job, run.device
         loop = asyncio.get_running_loop()
-        render = functools.partial(
-            self._renderers[device].render,
-            job.spec,
-            run.output,
-            on_progress=functools.partial(self._on_progress, loop, run),
-            cancel=run.cancel,
-            resume=run.claim.checkpoint,
-        )
+        render = functools.partial(self._render_on_device, run, functools.partial(self._on_progress, loop, run))
         try:
             await asyncio.to_thread(run.output.parent.mkdir, parents=True, exist_ok=True)
             return await loop.run_in_executor(self._pools[device], render), None
         except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
             run.cancel.set()
             raise
+        except Cancelled:  # stopped before it had anything to show (reading its source video)
+            log.info("job %s: cancelled before a result", job.id)
+            return None, None
         except EngineError as e:
             if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
                 log.exception("job %s: model load failed on %s", job.id, device)
@@ -266,6 +271,22 @@ class JobRunner:
         except Exception:
             log.exception("job %s failed on %s", job.id, device)
             return None, "internal error"
+
+    def _render_on_device(self, run: _Run, on_progress: Callable[[Progress], None]) -> Artifact:
+        """On the device thread: render the claim, from its checkpoint when it has one and its frames are intact."""
+        job, checkpoint = run.claim.job, run.claim.checkpoint
+        renderer = self._renderers[run.device]
+        work = work_path(self.data_dir, job.id)
+        try:
+            return renderer.render(
+                job.spec, run.output, on_progress=on_progress, cancel=run.cancel, resume=checkpoint, work_dir=work
+            )
+        except StaleCheckpoint:
+            if checkpoint is None:
+                raise
+            log.warning("job %s: the checkpoint's frames are gone; rendering it again from the start", job.id)
+            run.first_step = run.step = run.checkpoint_step = 0
+            return renderer.render(job.spec, run.output, on_progress=on_progress, cancel=run.cancel, work_dir=work)
 
     async def _settle(self, run: _Run, artifact: Artifact | None, error: str | None) -> None:
         claim, job = run.claim, run.claim.job
@@ -285,8 +306,11 @@ class JobRunner:
             record = await self.queue.finish(
                 claim, JobStatus.FAILED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
             )
+        elif artifact is None:  # cancelled before it had a result
+            record = await self.queue.finish(
+                claim, JobStatus.CANCELLED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame
+            )
         else:
-            assert artifact is not None
             state = JobStatus.CANCELLED if artifact.partial and run.cancel.is_set() else JobStatus.DONE
             record = await self.queue.finish(
                 claim,
@@ -301,6 +325,8 @@ class JobRunner:
         if record is None:
             log.warning("job %s: lease lost before it could be recorded; discarding this attempt", job.id)
             return
+        # the job has ended for good: its intermediate files go (a drained or crashed job keeps them)
+        await asyncio.to_thread(shutil.rmtree, work_path(self.data_dir, job.id), True)
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
     async def _give_back(self, run: _Run, gpu_seconds: float) -> None:

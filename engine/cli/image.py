@@ -1,7 +1,7 @@
 """The `image` subcommand of `python -m engine`: one still, through the seed API's own validation.
 
-`--replay` takes every setting from an engine-made image's `engine_params` first; flags given on
-the command line win over them.
+`--replay` takes every setting from an engine-made image's `engine_params` first (its input images
+found again by name and SHA-256: `engine.cli.replay`); flags given on the command line win over them.
 """
 
 from __future__ import annotations
@@ -11,11 +11,11 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import CliError, check_model_pair, check_seed, device_or_default
+from engine.cli.common import check_model_pair, check_seed, device_or_default
+from engine.cli.replay import replay_values
 from engine.config import CUT_METHODS, INIT_IMAGE_METHODS, INIT_NOISE, VQGAN_CLIP_Config
 from engine.generate.still import prepare_image, render_image
 from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, TINY
-from engine.pipelines.images import read_params, sha256_file
 
 # flag destination -> config field; None defaults mark "not given" so --replay can tell what to override
 IMAGE_DEFAULTS: dict[str, Any] = {
@@ -74,7 +74,11 @@ def add_image_command(commands: Any) -> None:
     p.add_argument("--device", help="cpu or cuda[:N] (default cuda when there is one, else cpu)")
     p.add_argument("--deterministic", action="store_true", help="cudnn deterministic mode")
     p.add_argument("--output", default="output.png", help="output file; its extension picks the format")
-    p.add_argument("--replay", metavar="PNG", help="render again from an engine-made image's parameters")
+    p.add_argument(
+        "--replay",
+        metavar="PNG",
+        help="render again from an engine-made image's parameters (input images: beside it or in the current folder)",
+    )
     p.add_argument("--verbose", action="store_true", help="print every step's loss")
     p.set_defaults(run=run_image)
 
@@ -82,54 +86,19 @@ def add_image_command(commands: Any) -> None:
 def image_values(args: argparse.Namespace) -> dict[str, Any]:
     """The image flags after --replay and defaults: replayed values, then explicit flags on top."""
     values = dict(IMAGE_DEFAULTS)
-    if args.replay:
-        values.update(replay_values(Path(args.replay)))
     explicit = {k: getattr(args, k) for k in IMAGE_DEFAULTS if getattr(args, k, None) is not None}
+    if args.replay:
+        replayed = replay_values(
+            Path(args.replay),
+            init_image_given="init_image" in explicit,
+            image_prompts_given="image_prompts" in explicit,
+        )
+        values.update(replayed)
     values.update(explicit)
     if "model" in explicit and "clip_model" not in explicit and explicit["model"] == TINY:
         values["clip_model"] = TINY  # --model tiny implies --clip-model tiny
     check_model_pair(values["model"], values["clip_model"])
     return values
-
-
-def replay_values(path: Path) -> dict[str, Any]:
-    """Flag values from an engine-made image; CliError when a referenced file is missing or changed."""
-    if not path.is_file():
-        raise CliError(f"--replay: {str(path)!r} does not exist")
-    try:
-        params = read_params(path)
-    except (ValueError, OSError) as e:
-        raise CliError(f"--replay: {e}") from None
-    config, prompts, files = params.get("config", {}), params.get("prompts", {}), params.get("files", {})
-    referenced = [files.get("init_image"), *(files.get("image_prompts") or [])]
-    for ref in filter(None, referenced):
-        if not Path(ref["path"]).is_file():
-            raise CliError(f"--replay: the image used, {ref['path']!r}, no longer exists")
-        if sha256_file(ref["path"]) != ref["sha256"]:
-            raise CliError(f"--replay: the image used, {ref['path']!r}, has changed since (its SHA-256 differs)")
-    return {
-        "prompts": prompts.get("text", ""),
-        "image_prompts": prompts.get("image", ""),
-        "noise_prompts": prompts.get("noise", ""),
-        "init_image": config.get("init_image") or (files.get("init_image") or {}).get("path"),
-        "init_noise": config.get("init_noise"),
-        "init_weight": config.get("init_weight", 0.0),
-        "init_image_method": config.get("init_image_method", "original"),
-        "size": config.get("requested_size") or config.get("output_image_size"),
-        "iterations": params.get("iterations"),
-        "save_every": params.get("save_every"),
-        "seed": config.get("seed"),
-        "cutn": config.get("num_cuts"),
-        "cut_pow": config.get("cut_power"),
-        "cut_method": config.get("cut_method"),
-        "optimizer": config.get("optimizer"),
-        "learning_rate": config.get("learning_rate"),
-        "adaptive_lr": config.get("adaptiveLR"),
-        "model": config.get("vqgan_model_name"),
-        "clip_model": config.get("clip_model"),
-        "yaml_url": config.get("vqgan_model_yaml_url"),
-        "ckpt_url": config.get("vqgan_model_ckpt_url"),
-    }
 
 
 def run_image(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from engine.cli.common import CliError, device_or_default
 from engine.generate.renderers import renderer_for
 from engine.jobs import DEFAULT_UPSCALER, JobKind, JobSpec
+from engine.media import stills
 from engine.terminal import TerminalProgress
 
 
@@ -36,7 +37,7 @@ def add_upscale_command(commands: Any) -> None:
 
 def _is_image(path: Path) -> bool:
     try:
-        with Image.open(path):
+        with Image.open(path, formats=stills.FORMATS):
             return True
     except (UnidentifiedImageError, OSError, ValueError):
         return False

@@ -1,9 +1,12 @@
 """The one place that starts ffmpeg: imageio-ffmpeg's bundled binary, argument lists only, never a shell.
 
 No system ffmpeg or ffprobe is needed: `imageio-ffmpeg` ships a static ffmpeg with libx264, AAC and
-`minterpolate`, and what ffprobe would say is read from ffmpeg's own input dump. Every path handed to ffmpeg goes through
-`file_arg`, so a user's file name that starts with '-', holds spaces, quotes, ';', ':' or non-ASCII
-characters is read as a file name and nothing else.
+`minterpolate`, and what ffprobe would say is read from ffmpeg's own input dump. Every path handed
+to ffmpeg goes through `file_arg`, so a user's file name that starts with '-', holds spaces, quotes,
+';', ':' or non-ASCII characters is read as a file name and nothing else; every file ffmpeg reads is opened through
+`input_args` (the file protocol only, a demuxer from `containers`). Every run has a time limit and
+stops within about a second when its job's cancel event is set. A failure's message is for the
+member ("the video could not be decoded"); ffmpeg's own words and the paths go to the log.
 """
 
 from __future__ import annotations
@@ -16,25 +19,34 @@ import os
 import re
 import subprocess
 import tempfile
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import IO
 
 import imageio_ffmpeg
 
-from engine.errors import EngineError
+from engine.errors import Cancelled, EngineError
+from engine.media import containers
 
 log = logging.getLogger(__name__)
 
 # Global flags on every call: no banner, never read the terminal, only real errors on stderr.
 BASE_ARGS = ("-hide_banner", "-nostdin", "-y", "-loglevel", "error")
 STDERR_TAIL_LINES = 5
+# Without a better figure from the caller, a call may take this long; header reads are quick or broken.
+DEFAULT_TIMEOUT_S = 600.0
+HEADER_TIMEOUT_S = 60.0
+_POLL_S = 0.1  # how often a running ffmpeg is checked for cancel and its deadline
+_TERMINATE_GRACE_S = 1.0  # between asking ffmpeg to stop (SIGTERM) and killing it
 
 
 class FFmpegError(EngineError):
-    """ffmpeg exited with an error; the message ends with the last lines it wrote to stderr."""
+    """ffmpeg failed or took too long; the message is for the member, `stderr_tail` for the log and fallbacks."""
 
     def __init__(self, message: str, stderr_tail: str = "") -> None:
-        super().__init__(f"{message}: {stderr_tail}" if stderr_tail else message)
+        super().__init__(message)
         self.stderr_tail = stderr_tail
 
 
@@ -48,8 +60,15 @@ class FFmpegResult:
 
 @functools.cache
 def ffmpeg_exe() -> str:
-    """The path of the bundled ffmpeg binary."""
+    """The path of the bundled ffmpeg binary (imageio-ffmpeg honours IMAGEIO_FFMPEG_EXE)."""
     return str(imageio_ffmpeg.get_ffmpeg_exe())
+
+
+def work_timeout(frames: float, pixels: int = 1920 * 1080) -> float:
+    """A generous time limit for ffmpeg work over `frames` frames of `pixels` each: a safety net
+    against a hung ffmpeg, far above what the work takes (two minutes, plus per frame half a second
+    and a second per megapixel)."""
+    return 120.0 + max(0.0, frames) * (0.5 + pixels / 1e6)
 
 
 def file_arg(path: str | os.PathLike[str]) -> str:
@@ -59,6 +78,18 @@ def file_arg(path: str | os.PathLike[str]) -> str:
     is never read as another protocol (`concat:`, `http:` ...).
     """
     return "file:" + os.path.abspath(os.fspath(path))
+
+
+def input_args(path: str | os.PathLike[str]) -> list[str]:
+    """`-i path` for a video file, safely: only the file protocol, only the demuxer its first bytes name.
+
+    InvalidJob (member-facing) when the file is not one of the accepted containers.
+    """
+    demuxer = containers.demuxer_for(path)
+    return [
+        "-protocol_whitelist", "file", "-format_whitelist", containers.FORMAT_WHITELIST,
+        "-f", demuxer, "-i", file_arg(path),
+    ]  # fmt: skip
 
 
 def pattern_arg(folder: str | os.PathLike[str], pattern: str) -> str:
@@ -75,18 +106,39 @@ def run(
     args: Sequence[str],
     *,
     stdin_chunks: Iterable[bytes] | None = None,
-    timeout: float | None = None,
-    what: str = "ffmpeg",
+    timeout: float | None = DEFAULT_TIMEOUT_S,
+    cancel: threading.Event | None = None,
+    what: str = "the media file could not be processed",
 ) -> FFmpegResult:
-    """Run ffmpeg with `args` (after the global flags); raise FFmpegError with stderr's tail on failure.
+    """Run ffmpeg with `args` (after the global flags); FFmpegError(`what`) on failure, detail in the log.
 
-    `stdin_chunks` are written to ffmpeg's stdin (for `-i pipe:`). stderr goes to a temporary file,
-    not a pipe, so a chatty ffmpeg can never block while we write its input.
+    `stdin_chunks` are written to ffmpeg's stdin (for `-i pipe:`) from a helper thread, so a stuck
+    ffmpeg can still be stopped. `timeout` (None: no limit) and `cancel` stop it: SIGTERM, then
+    SIGKILL a second later; a cancel raises `Cancelled`.
     """
     argv = [ffmpeg_exe(), *BASE_ARGS, *args]
     if stdin_chunks is not None:
         argv.remove("-nostdin")
+    returncode, stdout, stderr = _execute(argv, stdin_chunks=stdin_chunks, timeout=timeout, cancel=cancel, what=what)
+    if returncode != 0:
+        tail = _tail(stderr)
+        log.warning("%s: ffmpeg exit status %d: %s (arguments %s)", what, returncode, tail, argv[1:])
+        raise FFmpegError(what, tail)
+    return FFmpegResult(stdout=stdout, stderr=stderr)
+
+
+def _execute(
+    argv: list[str],
+    *,
+    stdin_chunks: Iterable[bytes] | None,
+    timeout: float | None,
+    cancel: threading.Event | None,
+    what: str,
+) -> tuple[int, bytes, str]:
+    """Start ffmpeg, feed it, wait for it within `timeout` and `cancel`; (exit status, stdout, stderr)."""
     log.debug("ffmpeg %s", argv[1:])
+    deadline = None if timeout is None else time.monotonic() + timeout
+    # stderr and stdout go to temporary files, not pipes, so a chatty ffmpeg never blocks on them
     with tempfile.TemporaryFile() as err_file, tempfile.TemporaryFile() as out_file:
         proc = subprocess.Popen(
             argv,
@@ -94,33 +146,76 @@ def run(
             stdout=out_file,
             stderr=err_file,
         )
+        feed_errors: list[BaseException] = []
+        feeder = None
+        if stdin_chunks is not None:
+            assert proc.stdin is not None
+            feeder = threading.Thread(
+                target=_feed, args=(proc.stdin, stdin_chunks, feed_errors), name="ffmpeg-stdin", daemon=True
+            )
+            feeder.start()
         try:
-            if stdin_chunks is not None:
-                assert proc.stdin is not None
-                try:
-                    for chunk in stdin_chunks:
-                        proc.stdin.write(chunk)
-                except BrokenPipeError:
-                    pass  # ffmpeg stopped reading: its exit status and stderr say why
-                finally:
-                    with contextlib.suppress(BrokenPipeError):
-                        proc.stdin.close()
-            returncode = proc.wait(timeout=timeout)
+            returncode = _wait(proc, deadline, cancel, feed_errors)
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise FFmpegError(f"{what} took longer than {timeout:g} s and was stopped") from None
-        except BaseException:
-            proc.kill()
-            proc.wait()
+            log.warning("%s: ffmpeg stopped after %s s (arguments %s)", what, timeout, argv[1:])
+            raise FFmpegError(f"{what}: it took longer than {timeout:g} s") from None
+        except Cancelled:
+            log.info("ffmpeg stopped: the job was cancelled (arguments %s)", argv[1:])
             raise
+        finally:
+            if proc.poll() is None:
+                _stop(proc)
+            if feeder is not None:
+                feeder.join()
+        if feed_errors:
+            raise feed_errors[0]  # the frames could not be produced (an unreadable still, ...)
         err_file.seek(0)
         stderr = err_file.read().decode("utf-8", errors="replace")
         out_file.seek(0)
         stdout = out_file.read()
-    if returncode != 0:
-        raise FFmpegError(f"{what} failed (exit status {returncode})", _tail(stderr))
-    return FFmpegResult(stdout=stdout, stderr=stderr)
+    return returncode, stdout, stderr
+
+
+def _feed(stdin: IO[bytes], chunks: Iterable[bytes], errors: list[BaseException]) -> None:
+    try:
+        for chunk in chunks:
+            try:
+                stdin.write(chunk)
+            except OSError:
+                return  # ffmpeg stopped reading (or was stopped): its exit status says why
+    except BaseException as exc:  # the frames could not be made: the waiting thread raises it
+        errors.append(exc)
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+def _wait(
+    proc: subprocess.Popen[bytes],
+    deadline: float | None,
+    cancel: threading.Event | None,
+    feed_errors: list[BaseException],
+) -> int:
+    """ffmpeg's exit status; TimeoutExpired past `deadline`, Cancelled on `cancel`, a feeder's error at once."""
+    while True:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return proc.wait(timeout=_POLL_S)
+        if feed_errors:
+            raise feed_errors[0]
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("the job was cancelled")
+        if deadline is not None and time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, 0)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Ask ffmpeg to stop, then kill it if it has not within a second."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=_TERMINATE_GRACE_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -146,20 +241,22 @@ _SIZE = re.compile(r", (\d{1,6})x(\d{1,6})[, \[]")
 _FPS = re.compile(r", (\d+(?:\.\d+)?)k? (?:fps|tbr)")
 
 
-def read_header(path: str | os.PathLike[str]) -> Header:
+def read_header(path: str | os.PathLike[str], *, cancel: threading.Event | None = None) -> Header:
     """The header of a video file, read from ffmpeg's input dump (no ffprobe, no frames decoded).
 
-    Raises FFmpegError when ffmpeg cannot open the file or it holds no video stream.
+    Raises InvalidJob for a file that is not an accepted container (`input_args`), FFmpegError when
+    ffmpeg cannot open it or it holds no video stream.
     """
     # Without an output ffmpeg exits 1 after dumping the input at info level; that is expected.
-    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", "-i", file_arg(path)]
-    proc = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60, check=False)
-    dump = proc.stderr.decode("utf-8", errors="replace")
+    argv = [ffmpeg_exe(), "-hide_banner", "-nostdin", "-loglevel", "info", *input_args(path)]
+    what = "the file could not be read as a video"
+    _, _, dump = _execute(argv, stdin_chunks=None, timeout=HEADER_TIMEOUT_S, cancel=cancel, what=what)
     if "Input #0" not in dump:
-        raise FFmpegError("not a readable video", _tail(dump, 2))
+        log.info("%s: %s (arguments %s)", what, _tail(dump, 2), argv[1:])
+        raise FFmpegError(what, _tail(dump, 2))
     video_line = next((line for line in dump.splitlines() if _VIDEO.search(line)), None)
     if video_line is None:
-        raise FFmpegError("no video stream in the file")
+        raise FFmpegError("the file holds no video")
     size = _SIZE.search(video_line)
     fps = _FPS.search(video_line)
     duration = _DURATION.search(dump)
@@ -190,10 +287,12 @@ class DecodeReport:
     errors: str  # the decoder's error lines, "" for a clean file
 
 
-def decode_video(path: str | os.PathLike[str], *, timeout: float | None = None) -> DecodeReport:
+def decode_video(
+    path: str | os.PathLike[str], *, timeout: float | None = DEFAULT_TIMEOUT_S, cancel: threading.Event | None = None
+) -> DecodeReport:
     """Decode every frame of the first video stream (counting frames and time) without writing anything."""
-    args = ["-progress", "pipe:1", "-nostats", "-i", file_arg(path), "-map", "0:v:0", "-f", "null", "-"]
-    result = run(args, timeout=timeout, what="decoding the video")
+    args = ["-progress", "pipe:1", "-nostats", *input_args(path), "-map", "0:v:0", "-f", "null", "-"]
+    result = run(args, timeout=timeout, cancel=cancel, what="the video could not be decoded")
     frames, micros = 0, 0
     for line in result.stdout.decode("ascii", errors="replace").splitlines():
         key, _, value = line.partition("=")
@@ -205,8 +304,9 @@ def decode_video(path: str | os.PathLike[str], *, timeout: float | None = None) 
 
 
 def read_tags(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The container-level metadata tags of a media file (title, comment, ...), keys lower-cased."""
-    result = run(["-i", file_arg(path), "-f", "ffmetadata", "-"], what="reading metadata")
+    """The container-level metadata tags of a video file (title, comment, ...), keys lower-cased."""
+    args = [*input_args(path), "-f", "ffmetadata", "-"]
+    result = run(args, timeout=HEADER_TIMEOUT_S, what="the video's metadata could not be read")
     return _parse_ffmetadata(result.stdout.decode("utf-8", errors="replace"))
 
 

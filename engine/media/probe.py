@@ -1,7 +1,9 @@
 """Probing and validating user media before any rendering: videos through ffmpeg, stills through Pillow.
 
-No torch here: the bot imports this module to check attachments. Every check raises
-InvalidJob with a one-line message a member can read, and writes nothing.
+No torch here: the bot imports this module to check attachments at submit, before a job exists,
+and the pipelines check their inputs again with the same functions. Only the accepted containers
+(`containers`) and still formats (`stills`) get past them. Every check raises InvalidJob with a
+one-line message a member can read (the file's name, never its folder), and writes nothing.
 """
 
 from __future__ import annotations
@@ -9,13 +11,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import warnings
+import threading
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
-
 from engine.errors import InvalidJob
-from engine.media import ffmpeg
+from engine.media import ffmpeg, stills
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _name(path: str | os.PathLike[str]) -> str:
     return Path(path).name
 
 
-def probe_header(path: str | os.PathLike[str]) -> ffmpeg.Header:
+def probe_header(path: str | os.PathLike[str], *, cancel: threading.Event | None = None) -> ffmpeg.Header:
     """The header of a video a user gave us (no decoding), or InvalidJob saying why it is not a video."""
     file = Path(path)
     if not file.is_file():
@@ -52,10 +52,10 @@ def probe_header(path: str | os.PathLike[str]) -> ffmpeg.Header:
     if file.stat().st_size == 0:
         raise InvalidJob(f"{_name(path)}: the file is empty")
     try:
-        header = ffmpeg.read_header(file)
+        header = ffmpeg.read_header(file, cancel=cancel)  # InvalidJob for a container we do not accept
     except ffmpeg.FFmpegError as exc:
-        log.info("not a video: %s (%s)", file, exc)
-        raise InvalidJob(f"{_name(path)}: not a video file ffmpeg can read") from None
+        log.info("not a video: %s (%s; %s)", file, exc, exc.stderr_tail)
+        raise InvalidJob(f"{_name(path)}: not a video that can be read (truncated, corrupt or no picture)") from None
     if any(part in header.container for part in _STILL_CONTAINERS):
         raise InvalidJob(f"{_name(path)}: this is a still image, not a video")
     if header.width <= 0 or header.height <= 0:
@@ -63,17 +63,21 @@ def probe_header(path: str | os.PathLike[str]) -> ffmpeg.Header:
     return header
 
 
-def probe_video(path: str | os.PathLike[str], *, timeout: float = DECODE_TIMEOUT_S) -> VideoInfo:
+def probe_video(
+    path: str | os.PathLike[str], *, timeout: float = DECODE_TIMEOUT_S, cancel: threading.Event | None = None
+) -> VideoInfo:
     """Frame count, duration, frame rate, size, audio and codec of a video, by decoding it once (no ffprobe)."""
-    header = probe_header(path)
-    return _decode_info(path, header, timeout)
+    header = probe_header(path, cancel=cancel)
+    return _decode_info(path, header, timeout, cancel)
 
 
-def _decode_info(path: str | os.PathLike[str], header: ffmpeg.Header, timeout: float) -> VideoInfo:
+def _decode_info(
+    path: str | os.PathLike[str], header: ffmpeg.Header, timeout: float, cancel: threading.Event | None
+) -> VideoInfo:
     try:
-        report = ffmpeg.decode_video(path, timeout=timeout)
+        report = ffmpeg.decode_video(path, timeout=timeout, cancel=cancel)
     except ffmpeg.FFmpegError as exc:
-        log.info("undecodable video %s: %s", path, exc)
+        log.info("undecodable video %s: %s (%s)", path, exc, exc.stderr_tail)
         raise InvalidJob(f"{_name(path)}: the video is corrupt and cannot be decoded") from None
     if report.frames == 0:
         raise InvalidJob(f"{_name(path)}: the video has no frames")
@@ -102,16 +106,19 @@ def check_video(
     max_pixels: int | None = None,
     max_bytes: int | None = None,
     timeout: float = DECODE_TIMEOUT_S,
+    cancel: threading.Event | None = None,
 ) -> VideoInfo:
     """Validate a user's video against the limits; InvalidJob (one line) for anything unusable.
 
-    Size and header limits are checked before decoding, so an over-long video is refused cheaply.
+    Only MP4/MOV, Matroska/WebM, AVI and GIF files are opened at all (DASH or HLS manifests, concat
+    scripts and image sequences are refused before ffmpeg sees them). Size and header limits are
+    checked before decoding, so an over-long video is refused cheaply; the decode has `timeout`.
     """
     name = _name(path)
     file = Path(path)
     if max_bytes is not None and file.is_file() and file.stat().st_size > max_bytes:
         raise InvalidJob(f"{name}: the file is {_mib(file.stat().st_size)}, more than the {_mib(max_bytes)} allowed")
-    header = probe_header(path)
+    header = probe_header(path, cancel=cancel)
     if max_pixels is not None and header.width * header.height > max_pixels:
         raise InvalidJob(
             f"{name}: {header.width}×{header.height} is more than the {max_pixels:,} pixels allowed per frame"
@@ -120,7 +127,7 @@ def check_video(
         raise InvalidJob(f"{name}: the video lasts {header.duration:.1f} s, more than the {max_seconds:g} s allowed")
     if max_frames is not None and header.fps > 0 and header.duration * header.fps > max_frames * 1.05:
         raise InvalidJob(f"{name}: about {header.duration * header.fps:.0f} frames, more than the {max_frames} allowed")
-    info = _decode_info(path, header, timeout)
+    info = _decode_info(path, header, timeout, cancel)
     # The header can lie or be missing; the decoded figures are the ones that count.
     if max_seconds is not None and info.seconds > max_seconds:
         raise InvalidJob(f"{name}: the video lasts {info.seconds:.1f} s, more than the {max_seconds:g} s allowed")
@@ -134,8 +141,10 @@ def check_image(
     *,
     max_pixels: int | None = None,
     max_bytes: int | None = None,
+    timeout: float = stills.DECODE_TIMEOUT_S,
 ) -> tuple[int, int]:
-    """Validate a user's still image; returns its (width, height) or raises InvalidJob (one line)."""
+    """Validate a user's still image (PNG, JPEG, WebP, GIF or BMP, decoded in full within `timeout`);
+    returns its (width, height) or raises InvalidJob (one line)."""
     name = _name(path)
     file = Path(path)
     if not file.is_file():
@@ -145,22 +154,8 @@ def check_image(
         raise InvalidJob(f"{name}: the file is empty")
     if max_bytes is not None and size > max_bytes:
         raise InvalidJob(f"{name}: the file is {_mib(size)}, more than the {_mib(max_bytes)} allowed")
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns (then raises) on decompression bombs; we report the size ourselves.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(file) as img:
-                width, height = img.size
-                if max_pixels is not None and width * height > max_pixels:
-                    raise InvalidJob(f"{name}: {width}×{height} is more than the {max_pixels:,} pixels allowed")
-                img.load()  # decode it all: a truncated file fails here, not halfway through a render
-    except InvalidJob:
-        raise
-    except Image.DecompressionBombError:
-        raise InvalidJob(f"{name}: the image is far too large") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InvalidJob(f"{name}: not an image file that can be read") from None
-    return width, height
+    picture = stills.decode_still(file, max_pixels=max_pixels, timeout=timeout)
+    return picture.size
 
 
 def _mib(size: int) -> str:

@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 from pathlib import Path
 
 from PIL import Image
@@ -100,12 +101,18 @@ def _scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
     return even(width * scale), even(height * scale)
 
 
-def fit_video(path: str | os.PathLike[str], max_bytes: int, out_path: str | os.PathLike[str]) -> Path:
+def fit_video(
+    path: str | os.PathLike[str],
+    max_bytes: int,
+    out_path: str | os.PathLike[str],
+    *,
+    cancel: threading.Event | None = None,
+) -> Path:
     """Write a version of the video at `path` of at most `max_bytes` to `out_path` and return it.
 
     A video that fits already is copied as is. Otherwise H.264 yuv420p faststart at a bitrate from the
     byte budget ÷ duration, at a lower resolution when that bitrate is too thin, audio kept at a low
-    bitrate; retried smaller until it fits.
+    bitrate; retried smaller until it fits. Each encode has a time limit; `cancel` stops it (`Cancelled`).
     """
     source, out = Path(path), Path(out_path)
     if max_bytes < MIN_VIDEO_BYTES:
@@ -115,7 +122,7 @@ def fit_video(path: str | os.PathLike[str], max_bytes: int, out_path: str | os.P
         if source.resolve() != out.resolve():
             shutil.copyfile(source, out)
         return out
-    info = probe.probe_video(source)
+    info = probe.probe_video(source, cancel=cancel)
     seconds = max(info.seconds, 0.1)
     fps = info.fps or 30.0
     audio_bitrate = _AUDIO_BITRATE if info.has_audio else 0
@@ -128,7 +135,8 @@ def fit_video(path: str | os.PathLike[str], max_bytes: int, out_path: str | os.P
     try:
         for attempt in range(1, _MAX_ATTEMPTS + 1):
             width, height = _scaled_size(info.width, info.height, scale)
-            _encode_fitted(source, work, width, height, int(video_bitrate), audio_bitrate)
+            timeout = ffmpeg.work_timeout(info.frames, width * height)
+            _encode_fitted(source, work, width, height, int(video_bitrate), audio_bitrate, timeout, cancel)
             size = work.stat().st_size
             log.info(
                 "fit attempt %d: %dx%d at %d b/s video, %d b/s audio: %d bytes (limit %d)",
@@ -145,12 +153,21 @@ def fit_video(path: str | os.PathLike[str], max_bytes: int, out_path: str | os.P
                 audio_bitrate = 0 if audio_bitrate <= 24_000 else 24_000
     finally:
         work.unlink(missing_ok=True)
-    raise ffmpeg.FFmpegError(f"could not fit {source.name} under {max_bytes} bytes in {_MAX_ATTEMPTS} attempts")
+    raise ffmpeg.FFmpegError(f"the video could not be made smaller than {max_bytes} bytes")
 
 
-def _encode_fitted(source: Path, work: Path, width: int, height: int, video_bitrate: int, audio_bitrate: int) -> None:
+def _encode_fitted(
+    source: Path,
+    work: Path,
+    width: int,
+    height: int,
+    video_bitrate: int,
+    audio_bitrate: int,
+    timeout: float,
+    cancel: threading.Event | None,
+) -> None:
     args = [
-        "-i", ffmpeg.file_arg(source),
+        *ffmpeg.input_args(source),
         "-map", "0:v:0", "-map_metadata", "0",
         "-vf", f"scale={width}:{height}:flags=lanczos",
         "-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p",
@@ -159,4 +176,4 @@ def _encode_fitted(source: Path, work: Path, width: int, height: int, video_bitr
     if audio_bitrate:
         args += ["-map", "0:a:0?", "-c:a", "aac", "-b:a", str(audio_bitrate), "-ac", "1"]
     args += ["-movflags", "+faststart", "-f", "mp4", ffmpeg.file_arg(work)]
-    ffmpeg.run(args, what="re-encoding the video smaller")
+    ffmpeg.run(args, timeout=timeout, cancel=cancel, what="the video could not be made smaller")

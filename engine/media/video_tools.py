@@ -1,23 +1,28 @@
 """The seed package's video tools, safely: frame extraction, MP4 encoding, audio copy and timelapses.
 
 Signatures follow the seed's (docs/engine.md, "ffmpeg"); every ffmpeg call goes through
-`engine.media.ffmpeg` as an argument list. Results are written to a working file of ours next to the
-output and renamed into place only when complete, so a failure never leaves a half-written video.
+`engine.media.ffmpeg` as an argument list, opens its video inputs through `ffmpeg.input_args`,
+has a time limit sized to its work (`ffmpeg.work_timeout`) and stops when the `cancel` event it is
+given is set. Results are written to a working file of ours next to the output and renamed into
+place only when complete, so a failure never leaves a half-written video.
 No torch here. `engine.video_tools` is this module under the seed's name.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
+import shutil
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
 from engine.errors import InvalidJob
-from engine.media import ffmpeg, probe, shrink
+from engine.media import ffmpeg, probe, shrink, stills
 
 log = logging.getLogger(__name__)
 
@@ -51,18 +56,21 @@ def extract_video_frames(
     input_video_path: str | os.PathLike[str],
     extraction_framerate: float,
     extracted_video_frames_path: str | os.PathLike[str],
+    *,
+    cancel: threading.Event | None = None,
 ) -> list[str]:
     """Extract frames at `extraction_framerate` as `frame_%012d.jpg`; return their sorted paths.
 
     Creates the folder; removes only earlier `frame_*.jpg` files of ours there, nothing else.
+    Raises `Cancelled` when `cancel` is set meanwhile.
     """
     rate = _check_rate("extraction_framerate", extraction_framerate)
-    probe.probe_header(input_video_path)  # one-line InvalidJob for a file that is not a video
+    header = probe.probe_header(input_video_path, cancel=cancel)  # one-line InvalidJob for what is not a video
     folder = Path(extracted_video_frames_path)
     folder.mkdir(parents=True, exist_ok=True)
     remove_own_frames(folder)
     args = [
-        "-i", ffmpeg.file_arg(input_video_path),
+        *ffmpeg.input_args(input_video_path),
         "-map", "0:v:0",
         "-vf", f"fps={_rate_arg(rate)}",
         "-qscale:v", "2",  # near-lossless JPEG: these frames are the style transfer's targets
@@ -70,7 +78,10 @@ def extract_video_frames(
         "-f", "image2",
         ffmpeg.pattern_arg(folder, FRAME_PATTERN),
     ]  # fmt: skip
-    ffmpeg.run(args, what="extracting video frames")
+    # a header without a duration says nothing of the work: allow for the longest video a job may have
+    seconds = header.duration or 600.0
+    timeout = ffmpeg.work_timeout(seconds * rate, header.width * header.height)
+    ffmpeg.run(args, timeout=timeout, cancel=cancel, what="the video's frames could not be extracted")
     frames = sorted(str(p) for p in folder.glob("frame_*.jpg") if _OWN_FRAME.fullmatch(p.name))
     if not frames:
         raise InvalidJob(f"{Path(input_video_path).name}: no frames could be extracted from the video")
@@ -121,7 +132,7 @@ def _fit_frame(img: Image.Image, size: tuple[int, int]) -> Image.Image:
 def _raw_frames(paths: Sequence[Path], size: tuple[int, int]) -> Iterator[bytes]:
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with Image.open(path, formats=stills.FORMATS) as img:
                 frame = _fit_frame(img.convert("RGB"), size).tobytes()
         except (UnidentifiedImageError, OSError, ValueError) as exc:
             raise InvalidJob(f"{path.name}: a frame that cannot be read as an image") from exc
@@ -142,18 +153,22 @@ def encode_video(
     max_bytes: int | None = None,
     description: str = DEFAULT_DESCRIPTION,
     timeout: float | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Encode stills (a folder, or `frames` in order) to an MP4: H.264 yuv420p, faststart, with metadata.
 
     When `output_framerate` differs from `input_framerate` the seed's `minterpolate` motion interpolation
     makes the in-between frames. With `max_bytes`, the result is re-encoded smaller until it fits.
+    `timeout` defaults to `work_timeout` of the frames; `cancel` stops the encode (`Cancelled`).
     Returns the output path.
     """
     in_rate = _check_rate("input_framerate", input_framerate)
     out_rate = in_rate if output_framerate is None else _check_rate("output_framerate", output_framerate)
     if not 0 <= int(crf) <= 51:
         raise InvalidJob(f"crf must be between 0 and 51, not {crf!r}")
-    stills, size = _stills_to_encode(path_to_stills, frames)
+    pictures, size = _stills_to_encode(path_to_stills, frames)
+    frames_out = max(1, round(len(pictures) * out_rate / in_rate))
+    limit = timeout if timeout is not None else ffmpeg.work_timeout(frames_out, size[0] * size[1])
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
     work = ffmpeg.working_name(output.parent, ".mp4")
@@ -161,25 +176,28 @@ def encode_video(
         args = [
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{size[0]}x{size[1]}",
             "-framerate", _rate_arg(in_rate), "-i", "pipe:0",
-            *_rate_args(in_rate, out_rate, len(stills)),
+            *_rate_args(in_rate, out_rate, len(pictures)),
             "-c:v", vcodec, "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
             "-metadata", f"title={metadata_title}",
             "-metadata", f"comment={metadata_comment}",
             "-metadata", f"description={description}",
             "-movflags", "+faststart", "-f", "mp4", ffmpeg.file_arg(work),
         ]  # fmt: skip
-        ffmpeg.run(args, stdin_chunks=_raw_frames(stills, size), timeout=timeout, what="encoding the video")
+        ffmpeg.run(
+            args, stdin_chunks=_raw_frames(pictures, size), timeout=limit, cancel=cancel,
+            what="the video could not be encoded",
+        )  # fmt: skip
         if max_bytes is not None and work.stat().st_size > max_bytes:
             fitted = ffmpeg.working_name(output.parent, ".mp4")
             try:
-                shrink.fit_video(work, max_bytes, fitted)
+                shrink.fit_video(work, max_bytes, fitted, cancel=cancel)
                 os.replace(fitted, work)
             finally:
                 fitted.unlink(missing_ok=True)
         os.replace(work, output)
     finally:
         work.unlink(missing_ok=True)
-    log.info("encoded %d frames at %s→%s fps into %s", len(stills), _rate_arg(in_rate), _rate_arg(out_rate), output)
+    log.info("encoded %d frames at %s→%s fps into %s", len(pictures), _rate_arg(in_rate), _rate_arg(out_rate), output)
     return str(output)
 
 
@@ -188,21 +206,21 @@ def _stills_to_encode(
 ) -> tuple[list[Path], tuple[int, int]]:
     """The stills in order, and the frame size (even sides) of the first; InvalidJob when one is missing."""
     if frames is not None:
-        stills = [Path(p) for p in frames]
+        pictures = [Path(p) for p in frames]
     elif path_to_stills is not None:
-        stills = list_stills(path_to_stills)
+        pictures = list_stills(path_to_stills)
     else:
         raise InvalidJob("encode_video needs path_to_stills or frames")
-    if not stills:
+    if not pictures:
         raise InvalidJob("there are no frames to encode")
-    missing = [p.name for p in stills if not p.is_file()]
+    missing = [p.name for p in pictures if not p.is_file()]
     if missing:
         raise InvalidJob(f"frame file(s) not found: {', '.join(missing[:3])}")
     try:
-        with Image.open(stills[0]) as first:
-            return stills, _even_size(first.size)
+        with Image.open(pictures[0], formats=stills.FORMATS) as first:
+            return pictures, _even_size(first.size)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidJob(f"{stills[0].name}: a frame that cannot be read as an image") from exc
+        raise InvalidJob(f"{pictures[0].name}: a frame that cannot be read as an image") from exc
 
 
 def _rate_args(in_rate: float, out_rate: float, stills: int) -> list[str]:
@@ -219,36 +237,42 @@ def copy_video_audio(
     original_video: str | os.PathLike[str],
     destination_file_without_audio: str | os.PathLike[str],
     output_file: str | os.PathLike[str],
+    *,
+    cancel: threading.Event | None = None,
 ) -> str:
     """Mux the original's audio (if it has any) under the destination's video; a silent original works.
 
     AAC and MP3 audio is copied as is; anything else (or a failed copy) is re-encoded to AAC, so the
-    result plays everywhere. Returns the output path.
+    result plays everywhere. Returns the output path; `Cancelled` when `cancel` is set meanwhile.
     """
     output = Path(output_file)
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = ffmpeg.working_name(output.parent, ".mp4")
     common = [
-        "-i", ffmpeg.file_arg(destination_file_without_audio),
-        "-i", ffmpeg.file_arg(original_video),
+        *ffmpeg.input_args(destination_file_without_audio),
+        *ffmpeg.input_args(original_video),
         "-map", "0:v:0", "-map", "1:a:0?",  # '?': no audio stream in the original is fine
         "-map_metadata", "0", "-c:v", "copy",
     ]  # fmt: skip
-    tail = ["-shortest", "-movflags", "+faststart", "-f", "mp4", ffmpeg.file_arg(work)]
     try:
-        audio_codec = ffmpeg.read_header(original_video).audio_codec
+        header = ffmpeg.read_header(original_video, cancel=cancel)
+        audio_codec, seconds = header.audio_codec, header.duration
     except ffmpeg.FFmpegError:
-        audio_codec = "unknown"  # let ffmpeg itself report what is wrong with the file
+        audio_codec, seconds = "unknown", 0.0  # let ffmpeg itself report what is wrong with the file
     copy_first = audio_codec is None or audio_codec in _PLAYABLE_MP4_AUDIO
+    # the video is copied; re-encoding the audio runs far faster than real time
+    timeout = 120.0 + 2.0 * (seconds or 600.0)
+    work = ffmpeg.working_name(output.parent, ".mp4")
+    tail = ["-shortest", "-movflags", "+faststart", "-f", "mp4", ffmpeg.file_arg(work)]
+    what = "the audio could not be copied"
     try:
         try:
             audio = ["-c:a", "copy"] if copy_first else _AAC
-            ffmpeg.run([*common, *audio, *tail], what="copying the audio")
+            ffmpeg.run([*common, *audio, *tail], timeout=timeout, cancel=cancel, what=what)
         except ffmpeg.FFmpegError as exc:
             if not copy_first:
                 raise
-            log.info("audio stream copy impossible (%s); re-encoding to AAC", exc)
-            ffmpeg.run([*common, *_AAC, *tail], what="copying the audio")
+            log.info("audio stream copy impossible (%s); re-encoding to AAC", exc.stderr_tail)
+            ffmpeg.run([*common, *_AAC, *tail], timeout=timeout, cancel=cancel, what=what)
         os.replace(work, output)
     finally:
         work.unlink(missing_ok=True)
@@ -266,26 +290,46 @@ def encode_with_audio(
     title: str = "",
     comment: str = "",
     max_bytes: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> None:
     """Encode `frames` into `output` with the audio of `audio_from` (None: silent), under `max_bytes` if given.
 
     With audio the silent encode gets the audio muxed in before the fit, so the budget counts the
-    audio too. Working files go into the folder `work`; `output` appears only when complete.
+    audio too. Every stage is written in the folder `work` (and removed again); `output` appears
+    only when complete. `cancel` stops every step (`Cancelled`).
     """
-    if audio_from is None:
+    work.mkdir(parents=True, exist_ok=True)
+    silent, with_audio, fitted = work / "silent.mp4", work / "with_audio.mp4", work / "fitted.mp4"
+    try:
         encode_video(
-            output, rate, frames=frames, output_framerate=output_framerate, metadata_title=title,
-            metadata_comment=comment, max_bytes=max_bytes,
+            silent, rate, frames=frames, output_framerate=output_framerate, metadata_title=title,
+            metadata_comment=comment, max_bytes=None if audio_from else max_bytes, cancel=cancel,
         )  # fmt: skip
-        return
-    silent = work / "silent.mp4"
-    encode_video(
-        silent, rate, frames=frames, output_framerate=output_framerate, metadata_title=title, metadata_comment=comment
-    )
-    final = Path(copy_video_audio(audio_from, silent, work / "with_audio.mp4"))
-    if max_bytes is not None and final.stat().st_size > max_bytes:
-        final = shrink.fit_video(final, max_bytes, work / "fitted.mp4")
-    os.replace(final, output)
+        final = silent
+        if audio_from is not None:
+            final = Path(copy_video_audio(audio_from, silent, with_audio, cancel=cancel))
+            if max_bytes is not None and final.stat().st_size > max_bytes:
+                final = shrink.fit_video(final, max_bytes, fitted, cancel=cancel)
+        move_into_place(final, Path(output))
+    finally:
+        for staged in (silent, with_audio, fitted):
+            staged.unlink(missing_ok=True)
+
+
+def move_into_place(source: Path, target: Path) -> None:
+    """Rename `source` to `target`, also across file systems (a work folder elsewhere); `target` appears whole."""
+    try:
+        os.replace(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        staged = ffmpeg.working_name(target.parent, target.suffix)
+        try:
+            shutil.copyfile(source, staged)
+            os.replace(staged, target)
+        finally:
+            staged.unlink(missing_ok=True)
+        source.unlink()
 
 
 def make_timelapse(
@@ -296,6 +340,7 @@ def make_timelapse(
     metadata_title: str = "",
     metadata_comment: str = "",
     max_bytes: int | None = None,
+    cancel: threading.Event | None = None,
 ) -> str:
     """A video of a still's saved iterations, in the given order, at `fps` frames per second."""
     return encode_video(
@@ -305,6 +350,7 @@ def make_timelapse(
         metadata_title=metadata_title,
         metadata_comment=metadata_comment,
         max_bytes=max_bytes,
+        cancel=cancel,
     )
 
 

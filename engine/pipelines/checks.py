@@ -58,12 +58,13 @@ def check_still_spec(spec: JobSpec) -> prompts.ParsedPrompts:
     parsed = prompts.validate(spec.text_prompts, spec.image_prompts, spec.noise_prompts)
     if parsed.empty:
         raise InvalidJob("No valid prompts were provided")
+    # a missing file is named without its folder: the message may be shown in a channel
     if spec.init_image is not None and not Path(spec.init_image).is_file():
-        raise InvalidJob(f"init image {spec.init_image!r} does not exist")
+        raise InvalidJob(f"init image {Path(spec.init_image).name!r} does not exist")
     for phrase in parsed.image:
         for part in phrase:
             if not Path(part.text).is_file():
-                raise InvalidJob(f"image prompt {part.text!r} does not exist")
+                raise InvalidJob(f"image prompt {Path(part.text).name!r} does not exist")
     return parsed
 
 

@@ -92,4 +92,5 @@ class Pipeline(Protocol):
         on_progress: ProgressCallback | None,
         cancel: threading.Event | None,
         resume: bytes | None,
+        work_dir: Path | None,
     ) -> Artifact: ...

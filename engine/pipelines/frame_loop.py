@@ -3,10 +3,11 @@
 A subclass says how a frame starts (`setup_frame`) and what canvas the job has (`canvas`); this
 class runs each frame's iterations, decodes the saved frame (the smoothed latent with the smoother,
 else z itself: always AFTER the frame's iterations and BEFORE the next frame's zoom or target), and
-writes it as a JPG into the frames folder. A checkpoint taken at any iteration holds everything the
-job needs to continue exactly there: z, optimizer, iteration, frame, phrase, prompt targets,
-smoother, every RNG, and the bytes of the frames already written (the runner's next attempt works in
-a fresh folder), so a resumed job never renders a finished frame again.
+writes it once as a JPG into the frames folder. A checkpoint taken at any iteration holds everything
+the job needs to continue exactly there: z, optimizer, iteration, frame, phrase, prompt targets,
+smoother, every RNG, and the names and SHA-256 of the frames already written (they stay in the
+job's work folder, `workspace.FrameStore`), so a resumed job never renders a finished frame again
+and the checkpoint's size does not grow with the frames done.
 """
 
 from __future__ import annotations
@@ -31,8 +32,9 @@ from engine.optim.smoother import EWMASmoother
 from engine.optim.state import OptimisationState, StepSettings
 from engine.pipelines import checks, images
 from engine.pipelines.context import RenderContext
-from engine.pipelines.metadata import job_metadata
+from engine.pipelines.metadata import file_name, job_metadata
 from engine.pipelines.resume import encode_checkpoint, optimisation_sections, restore_optimisation
+from engine.pipelines.workspace import FrameStore
 from engine.prompts import ParsedPrompts, WeightedPrompt
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class FrameLoop:
         self.encoded_phrase: int | None = None
         self.frame = 1  # the frame being rendered (1-based)
         self.frame_ready = False  # set_up for self.frame done
-        self.written: list[Path] = []
+        self.written = FrameStore(frames_dir)
         self._image: Image.Image | None = None  # z decoded, until the next step or z change
         self.resolved = dataclasses.replace(spec, seed=self.seed)
         self.meta_text, self.params = job_metadata(self.resolved, self.width, self.height, ctx.device, ctx.dtype_name)
@@ -221,12 +223,12 @@ class FrameLoop:
                 "number": self.frame,
                 "phrase": self.state.phrase,
                 "text_prompts": " | ".join(p.text for p in text_phrase),
-                "image_prompts": " | ".join(p.text for p in image_phrase),
+                "image_prompts": " | ".join(file_name(p.text) for p in image_phrase),
                 "noise_prompts": " | ".join(p.text for p in noise_phrase),
             },
         }
         images.save_image(img, path, text, params)
-        self.written.append(path)
+        self.written.add(path)
 
     def _result(self, *, partial: bool) -> FramesResult:
         frames_done = len(self.written)
@@ -237,7 +239,7 @@ class FrameLoop:
             self._write_frame(self.current_image())
         steps_done = self.steps_before(self.frame) + (self.state.iteration if self.frame_ready else 0)
         return FramesResult(
-            paths=tuple(self.written),
+            paths=tuple(self.written.paths),
             seed=self.seed,
             width=self.width,
             height=self.height,
@@ -255,7 +257,7 @@ class FrameLoop:
             "frames": self.frames,
             "frame": self.frame,
             "frame_ready": self.frame_ready,
-            "written": [(p.name, p.read_bytes()) for p in self.written],
+            "written": self.written.references(),
             "phrase_targets": _targets_to_data(self.phrase_targets),
             "targets": _targets_to_data(self.state.targets),
             "smoother": None if self.smoother is None else self.smoother.state_dict(),
@@ -267,11 +269,7 @@ class FrameLoop:
         if not isinstance(video, dict) or video.get("frames") != self.frames:
             raise InvalidJob("the saved job state does not match this video job")
         self.frame, self.frame_ready = int(video["frame"]), bool(video["frame_ready"])
-        self.frames_dir.mkdir(parents=True, exist_ok=True)
-        for name, data in video["written"]:
-            path = self.frames_dir / Path(name).name
-            path.write_bytes(data)
-            self.written.append(path)
+        self.written.restore(video["written"])  # StaleCheckpoint when the work folder lost a frame
         self.restore_settings(self.frame)
         restore_optimisation(self.state, checkpoint)
         device = self.models.device

@@ -12,12 +12,14 @@ import io
 import json
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from engine.errors import InvalidJob
+from engine.media import stills
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +31,9 @@ _UNICODE_HEADER = b"UNICODE\0"
 
 
 def load_rgb(path: str | Path, what: str = "image") -> Image.Image:
-    """The file at `path` as an RGB image; InvalidJob when it is missing or not an image."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except FileNotFoundError:
-        raise InvalidJob(f"{what} {str(path)!r} does not exist") from None
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise InvalidJob(f"{what} {str(path)!r} could not be read as an image ({e})") from None
+    """The file at `path` as an RGB image; InvalidJob (naming the file, never its folder) when it is
+    missing, not PNG/JPEG/WebP/GIF/BMP, unreadable, too large or too slow to decode (`media.stills`)."""
+    return stills.decode_still(path, what=what).convert("RGB")
 
 
 def aspect_size(width: int, height: int, aspect: float) -> tuple[int, int]:
@@ -45,19 +42,14 @@ def aspect_size(width: int, height: int, aspect: float) -> tuple[int, int]:
     return int(aspect * y), y
 
 
-def read_image_with_text(path: Path) -> Image.Image:
-    """The decoded image with its metadata kept in `info` (PNG text chunks under `_text`, EXIF); InvalidJob if unreadable."""
-    try:
-        with Image.open(path) as opened:
-            opened.load()
-            img = opened.copy()
-            img.info = dict(opened.info)
-            text = getattr(opened, "text", None)
-            if text:
-                img.info["_text"] = dict(text)
-            return img
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InvalidJob("file could not be read as a valid image.") from None
+def read_image_with_text(
+    path: Path, max_pixels: int | None = None, formats: Sequence[str] = stills.FORMATS
+) -> Image.Image:
+    """The decoded image with its metadata kept in `info` (PNG text chunks under `_text`, EXIF).
+
+    InvalidJob when it is missing, unreadable or not one of `formats` (`media.stills`).
+    """
+    return stills.decode_still(path, max_pixels=max_pixels, formats=formats)
 
 
 def webp_preview(img: Image.Image, max_side: int = 256) -> bytes:
@@ -82,7 +74,7 @@ def check_output_path(path: str | Path) -> None:
     """InvalidJob unless Pillow can write the file's extension."""
     suffix = Path(path).suffix.lower()
     if not suffix or suffix not in Image.registered_extensions():
-        raise InvalidJob(f"cannot save an image as {str(path)!r}: unknown file extension {suffix or '(none)'!r}")
+        raise InvalidJob(f"cannot save an image as {Path(path).name!r}: unknown file extension {suffix or '(none)'!r}")
 
 
 def save_image(img: Image.Image, path: str | Path, text: dict[str, Any], params: dict[str, Any]) -> None:
@@ -110,16 +102,19 @@ def save_image(img: Image.Image, path: str | Path, text: dict[str, Any], params:
 
 def read_params(path: str | Path) -> dict[str, Any]:
     """The `engine_params` JSON an engine-made PNG or JPEG carries; ValueError when there is none."""
-    with Image.open(path) as img:
-        blob: str | None = None
-        if isinstance(img, PngImagePlugin.PngImageFile):
-            blob = img.text.get(PARAMS_KEY)
-        else:
-            raw = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
-            if isinstance(raw, bytes):
-                blob = _decode_user_comment(raw)
-            elif isinstance(raw, str):
-                blob = raw
+    blob: str | None = None
+    try:
+        with Image.open(path, formats=stills.FORMATS) as img:
+            if isinstance(img, PngImagePlugin.PngImageFile):
+                blob = img.text.get(PARAMS_KEY)
+            else:
+                raw = img.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+                if isinstance(raw, bytes):
+                    blob = _decode_user_comment(raw)
+                elif isinstance(raw, str):
+                    blob = raw
+    except UnidentifiedImageError:
+        pass  # not a format the engine writes its parameters into
     if not blob:
         raise ValueError(f"{str(path)!r} carries no engine parameters (not made by this engine?)")
     data = json.loads(blob)

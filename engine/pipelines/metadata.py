@@ -7,8 +7,9 @@ JSON as their container comment. Together they are enough to render the same job
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from pathlib import Path
+import re
 from typing import Any
 
 import torch
@@ -16,31 +17,57 @@ import torch
 from engine.jobs import JobSpec, spec_to_json
 from engine.models.registry import CLIP_MODELS
 from engine.pipelines import images
-from engine.prompts import PromptType, parse_prompts
+from engine.prompts import PromptType, parse_prompts, rename_image_parts
 
-PARAMS_SCHEMA = 1
+PARAMS_SCHEMA = 2  # 2: input files by name (`files.*.name`), never by path
 ENGINE_VERSION = "0.1.0"
+_SEPARATORS = re.compile(r"[\\/]")
+
+
+def file_name(path: str) -> str:
+    """The last part of a path, '/' or '\\' separated: how a result names a file of the host's."""
+    return _SEPARATORS.split(path)[-1]
+
+
+def public_spec(spec: JobSpec) -> JobSpec:
+    """`spec` as a result may show it: every input file by its name, no folder of the host's."""
+
+    def named(path: str | None) -> str | None:
+        return file_name(path) if path else path
+
+    model = spec.upscale_model
+    return dataclasses.replace(
+        spec,
+        init_image=named(spec.init_image),
+        video=named(spec.video),
+        image_prompts=rename_image_parts(spec.image_prompts, file_name),
+        upscale_model=file_name(model) if _SEPARATORS.search(model) else model,  # a weight file of the host's
+    )
 
 
 def job_metadata(
     spec: JobSpec, width: int, height: int, device: torch.device, dtype: str
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The seed's PNG text keys and the `engine_params` object of a job rendered at `width`×`height`."""
+    """The seed's PNG text keys and the `engine_params` object of a job rendered at `width`×`height`.
+
+    Input images appear by file name and SHA-256 only (docs/engine.md, "Metadata and replay").
+    """
+    public = public_spec(spec)
     text = {
-        "text_prompts": spec.text_prompts,
-        "image_prompts": spec.image_prompts,
-        "noise_prompts": spec.noise_prompts,
-        "iterations": spec.iterations,
-        "init_image": spec.init_image,
-        "save_every": spec.save_every,
-        "cut_method": spec.cut_method,
-        "seed": spec.seed,
+        "text_prompts": public.text_prompts,
+        "image_prompts": public.image_prompts,
+        "noise_prompts": public.noise_prompts,
+        "iterations": public.iterations,
+        "init_image": public.init_image,
+        "save_every": public.save_every,
+        "cut_method": public.cut_method,
+        "seed": public.seed,
     }
     files: dict[str, Any] = {"init_image": None, "image_prompts": []}
     if spec.init_image:
-        files["init_image"] = {"path": spec.init_image, "sha256": images.sha256_file(spec.init_image)}
+        files["init_image"] = _file_entry(spec.init_image)
     for path in _image_paths(spec):
-        files["image_prompts"].append({"path": path, "sha256": images.sha256_file(path)})
+        files["image_prompts"].append(_file_entry(path))
     params = {
         "schema": PARAMS_SCHEMA,
         "engine": ENGINE_VERSION,
@@ -66,13 +93,43 @@ def job_metadata(
             "init_noise": spec.init_noise,
             "seed": spec.seed,
         },
-        "prompts": {"text": spec.text_prompts, "image": spec.image_prompts, "noise": spec.noise_prompts},
+        "prompts": {"text": public.text_prompts, "image": public.image_prompts, "noise": public.noise_prompts},
         "iterations": spec.iterations,
         "save_every": spec.save_every,
         "files": files,
-        "spec": json.loads(spec_to_json(spec)),
+        "spec": json.loads(spec_to_json(public)),
     }
     return text, params
+
+
+def _file_entry(path: str) -> dict[str, str]:
+    return {"name": file_name(path), "sha256": images.sha256_file(path)}
+
+
+def scrub_inherited(text: dict[str, Any], params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Text keys and `engine_params` copied from another file (an upscale's source), with file paths
+    cut to names: files written before schema 2 named their inputs by path."""
+    text = dict(text)
+    if text.get("init_image"):
+        text["init_image"] = file_name(str(text["init_image"]))
+    if text.get("image_prompts"):
+        text["image_prompts"] = _names_in_prompt(str(text["image_prompts"]))
+    params = json.loads(json.dumps(params))
+    spec, files, prompts = params.get("spec") or {}, params.get("files") or {}, params.get("prompts") or {}
+    for key in ("video", "init_image"):
+        if isinstance(spec.get(key), str):
+            spec[key] = file_name(spec[key])
+    for holder, key in ((spec, "image_prompts"), (prompts, "image")):
+        if isinstance(holder.get(key), str):
+            holder[key] = _names_in_prompt(holder[key])
+    for entry in [files.get("init_image"), *(files.get("image_prompts") or [])]:
+        if isinstance(entry, dict) and isinstance(entry.get("path"), str):
+            entry["name"] = file_name(entry.pop("path"))
+    return text, params
+
+
+def _names_in_prompt(prompt: str) -> str:
+    return rename_image_parts(prompt, file_name)
 
 
 def _clip_sha256(name: str) -> str | None:
@@ -92,18 +149,5 @@ def _image_paths(spec: JobSpec) -> list[str]:
 
 
 def container_comment(params: dict[str, Any]) -> str:
-    """The MP4 comment: the generation parameters as one JSON object (prompts, seed, settings).
-
-    Input files appear by name only: the video is posted, the folders of the machine that made it are not.
-    """
-    public = json.loads(json.dumps(params))
-    spec, files = public.get("spec", {}), public.get("files", {})
-    for key in ("video", "init_image"):
-        if spec.get(key):
-            spec[key] = Path(spec[key]).name
-    if public.get("config", {}).get("init_image"):
-        public["config"]["init_image"] = Path(public["config"]["init_image"]).name
-    for entry in [files.get("init_image"), *(files.get("image_prompts") or [])]:
-        if entry:
-            entry["path"] = Path(entry["path"]).name
-    return json.dumps(public, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    """The MP4 comment: the generation parameters as one compact JSON object (prompts, seed, settings)."""
+    return json.dumps(params, sort_keys=True, ensure_ascii=False, separators=(",", ":"))

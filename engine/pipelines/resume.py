@@ -4,7 +4,8 @@ A checkpoint is a `torch.save`d dict that `torch.load(..., weights_only=True)` r
 containers, numbers, strings, bytes and CPU tensors only. Every kind of job writes the same header
 (`version`, `seed`, `spec` as JSON) plus its own sections: `state` and `global_rng` for the
 optimisation, `timelapse` for a still's timelapse frames, `video` for the frame loop, `upscale` for
-an upscaled video's frames (docs/engine.md, "Seeds, determinism and resume").
+an upscaled video's frames (docs/engine.md, "Seeds, determinism and resume"). Frames are named by
+file name and SHA-256; their files stay in the job's work folder (`workspace.FrameStore`).
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Any
 
 import torch
 
-from engine.errors import InvalidJob
+from engine.errors import InvalidJob, StaleCheckpoint
 from engine.jobs import JobSpec, spec_from_json, spec_to_json
 from engine.optim.rng import global_rng_state, set_global_rng_state
 from engine.optim.state import OptimisationState
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: frames are named (file name, SHA-256), their bytes stay in the work folder
 
 # the section a kind of job must find in its checkpoint, and how a refusal names that kind
 _SECTION_OWNERS = {"video": "a video job's", "upscale": "an upscale job's"}
@@ -52,7 +53,8 @@ def decode_checkpoint(data: bytes, spec: JobSpec, *, section: str | None = None)
     except Exception as e:  # a corrupt or foreign blob: the job cannot resume from it
         raise InvalidJob(f"the saved job state cannot be read ({type(e).__name__})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("version") != CHECKPOINT_VERSION:
-        raise InvalidJob("the saved job state is from another engine version")
+        # e.g. a job checkpointed before an upgrade: the caller can render it again from the start
+        raise StaleCheckpoint("the saved job state is from another engine version")
     saved = dataclasses.replace(spec_from_json(checkpoint["spec"]), seed=None)
     if saved != dataclasses.replace(spec, seed=None):
         raise InvalidJob("the saved job state belongs to a different job")

@@ -7,6 +7,7 @@ times the steps of exactly that state, so the benchmark measures the renderer's 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -28,6 +29,7 @@ from engine.pipelines.resume import (
     restore_optimisation,
 )
 from engine.pipelines.timelapse import TimelapseRecorder
+from engine.pipelines.workspace import job_workspace
 from engine.prompts import ParsedPrompts
 
 log = logging.getLogger(__name__)
@@ -51,20 +53,24 @@ def render_still(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     resume: bytes | None = None,
+    work_dir: Path | None = None,
 ) -> Artifact:
-    """Render `spec` to the image file `output`; on cancel, save the picture as far as it got (partial)."""
+    """Render `spec` to the image file `output`; on cancel, save the picture as far as it got (partial).
+
+    Only a timelapse has intermediate files (its stills, in the job's work folder).
+    """
     parsed = checks.check_still_spec(spec)
     images.check_output_path(output)
     checkpoint = decode_checkpoint(resume, spec) if resume is not None else None
     if parsed.phrase_count > 1:
         warnings.warn("a still image uses only the first '^' phrase of its prompts", stacklevel=3)
-    recorder = TimelapseRecorder.for_spec(spec, output, checkpoint)
-    try:
+    with contextlib.ExitStack() as stack:
+        recorder = None
+        if spec.timelapse_every is not None:
+            work = stack.enter_context(job_workspace(Path(output), work_dir))
+            recorder = TimelapseRecorder.for_spec(spec, output, work / "timelapse", checkpoint)
         start = start_still(ctx, spec, parsed, checkpoint=checkpoint)
         return _optimise(ctx, spec, output, start, on_progress, cancel, recorder)
-    finally:
-        if recorder is not None:
-            recorder.close()
 
 
 def start_still(
@@ -127,7 +133,10 @@ def _optimise(
             on_progress(Progress(iteration=i, total=total, loss=float(loss), step=i, steps=total, preview=preview,
                                  checkpoint=checkpoint))  # fmt: skip
     images.save_image(state.image(), output, meta_text, params)
-    extra = recorder.finish(spec.text_prompts, json.dumps(params), spec.max_bytes) if recorder else None
+    partial = state.iteration < total
+    extra = None
+    if recorder is not None:  # the partial timelapse is what a cancel asks for: it is not stopped
+        extra = recorder.finish(spec.text_prompts, json.dumps(params), spec.max_bytes, None if partial else cancel)
     return Artifact(
         kind=JobKind.IMAGE,
         paths=(str(output),) + ((str(extra),) if extra else ()),
@@ -135,5 +144,5 @@ def _optimise(
         width=start.width,
         height=start.height,
         steps_done=state.iteration,
-        partial=state.iteration < total,
+        partial=partial,
     )

@@ -5,7 +5,8 @@ before any pixel is upscaled: the input must be a readable image (`spec.init_ima
 (`spec.video`), the model must exist, and the output must stay under the renderer's pixel limit. A
 still keeps its generation parameters (PNG text chunks / `engine_params`) with the model and scale
 added; a video is upscaled frame by frame at its own frame rate, re-encoded, gets its audio back, and
-can be cancelled (partial but playable) or checkpointed and resumed at a frame boundary.
+can be cancelled (partial but playable) or checkpointed and resumed at a frame boundary. Its frames
+live in the job's work folder (`workspace`); a checkpoint names them by file name and SHA-256.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,9 @@ from engine.optim.pixels import to_image
 from engine.pipelines import images
 from engine.pipelines.checks import DEFAULT_MAX_UPSCALE_PIXELS, VideoLimits
 from engine.pipelines.context import RenderContext
+from engine.pipelines.metadata import public_spec, scrub_inherited
 from engine.pipelines.resume import decode_checkpoint, encode_checkpoint
+from engine.pipelines.workspace import FrameStore, job_workspace
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,11 @@ class UpscalePlan:
 
 
 def check_upscale_spec(
-    spec: JobSpec, output: Path, max_pixels: int = DEFAULT_MAX_UPSCALE_PIXELS, limits: VideoLimits | None = None
+    spec: JobSpec,
+    output: Path,
+    max_pixels: int = DEFAULT_MAX_UPSCALE_PIXELS,
+    limits: VideoLimits | None = None,
+    cancel: threading.Event | None = None,
 ) -> UpscalePlan:
     """Refuse a bad upscale job before any work: input, model name, tile, output format and pixel limit.
 
@@ -73,7 +78,7 @@ def check_upscale_spec(
     scale = esrgan.known_scale(spec.upscale_model)
     if scale is None and not Path(spec.upscale_model).is_file():
         raise InvalidJob(
-            f"unknown upscaler {spec.upscale_model!r}; use tiny, a weight file, or one of: "
+            f"unknown upscaler {public_spec(spec).upscale_model!r}; use tiny, a weight file, or one of: "
             + ", ".join(Path(n).stem for n in REAL_ESRGAN_MODELS)
         )
     if spec.video:
@@ -85,6 +90,7 @@ def check_upscale_spec(
             max_seconds=limits.max_video_seconds,
             max_frames=limits.max_frames,
             max_pixels=limits.max_video_pixels,
+            cancel=cancel,
         )
         width, height = info.width, info.height
         source = Path(spec.video)
@@ -117,17 +123,19 @@ def render_upscale(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     resume: bytes | None = None,
+    work_dir: Path | None = None,
 ) -> Artifact:
     """Upscale `spec`'s image or video into `output`; partial when cancelled (see the module docstring)."""
     output = Path(output)
-    plan = check_upscale_spec(spec, output, ctx.max_upscale_pixels, ctx.video_limits)
+    plan = check_upscale_spec(spec, output, ctx.max_upscale_pixels, ctx.video_limits, cancel)
     checkpoint = decode_checkpoint(resume, spec, section="upscale") if resume is not None else None
     model = _upscaler(ctx, spec)
     if plan.scale == 0:  # a weight file: its scale is known once loaded (still before any work)
         _check_pixels(plan.width, plan.height, model.scale, ctx.max_upscale_pixels)
     output.parent.mkdir(parents=True, exist_ok=True)
     if plan.is_video:
-        return _upscale_video(spec, plan, model, output, on_progress, cancel, checkpoint)
+        with job_workspace(output, work_dir) as work:
+            return _upscale_video(spec, plan, model, output, work, on_progress, cancel, checkpoint)
     return _upscale_still(spec, plan, model, output, on_progress, cancel)
 
 
@@ -137,7 +145,8 @@ def _upscaler(ctx: RenderContext, spec: JobSpec) -> esrgan.Upscaler:
         return ctx.upscalers.get(spec.upscale_model)
     except ModelLoadError as exc:
         if Path(spec.upscale_model).is_file():
-            raise InvalidJob(str(exc)) from None
+            log.info("not an upscaler: %s", exc)  # the loader's words name the host's folders
+            raise InvalidJob(f"{Path(spec.upscale_model).name} is not an upscaler model that can be loaded") from None
         raise
 
 
@@ -166,9 +175,9 @@ def _progress(
     return make
 
 
-def _checkpoint(spec: JobSpec, frames: int, written: list[Path]) -> bytes:
-    """The job's state at its last frame boundary."""
-    upscale = {"frames": frames, "written": [(p.name, p.read_bytes()) for p in written]}
+def _checkpoint(spec: JobSpec, frames: int, written: FrameStore | None) -> bytes:
+    """The job's state at its last frame boundary: the frames written so far, by name and SHA-256."""
+    upscale = {"frames": frames, "written": written.references() if written is not None else []}
     return encode_checkpoint(spec, _seed(spec), {"upscale": upscale})
 
 
@@ -184,7 +193,7 @@ def _upscale_still(
     cancel: threading.Event | None,
 ) -> Artifact:
     source = images.read_image_with_text(plan.source)
-    make = _progress(1, 1, esrgan.tile_count(plan.width, plan.height, plan.tile), lambda: _checkpoint(spec, 1, []))
+    make = _progress(1, 1, esrgan.tile_count(plan.width, plan.height, plan.tile), lambda: _checkpoint(spec, 1, None))
 
     def on_tile(done: int, total: int, canvas: torch.Tensor) -> None:
         if on_progress is not None:
@@ -218,9 +227,9 @@ def _upscale_still(
 
 def _upscale_record(spec: JobSpec, plan: UpscalePlan, scale: int) -> dict[str, Any]:
     return {
-        "model": spec.upscale_model,
+        "model": public_spec(spec).upscale_model,
         "scale": scale,
-        "source": str(plan.source),
+        "source": plan.source.name,
         "source_size": [plan.width, plan.height],
         "source_sha256": images.sha256_file(plan.source),
     }
@@ -235,9 +244,10 @@ def _still_metadata(
         params = images.read_params(plan.source)
     except (ValueError, OSError):
         params = {}  # not made by this engine: only the upscale record
+    text, params = scrub_inherited(text, params)
     if not text and params.get("prompts"):  # an engine JPEG: its prompts live in the JSON only
         text = {"text_prompts": params["prompts"].get("text", "")}
-    text.update(upscale_model=spec.upscale_model, upscale_scale=scale)
+    text.update(upscale_model=public_spec(spec).upscale_model, upscale_scale=scale)
     params["upscale"] = _upscale_record(spec, plan, scale)
     return text, params
 
@@ -250,42 +260,39 @@ def _upscale_video(
     plan: UpscalePlan,
     model: esrgan.Upscaler,
     output: Path,
+    work: Path,
     on_progress: ProgressCallback | None,
     cancel: threading.Event | None,
     checkpoint: dict[str, Any] | None,
 ) -> Artifact:
     info = plan.info
     assert info is not None
-    work = Path(tempfile.mkdtemp(prefix=".vqbot-upscale-", dir=output.parent))
-    try:
-        rate = info.fps if 0 < info.fps <= video_tools.MAX_FRAMERATE else info.frames / max(info.seconds, 1e-3)
-        sources = video_tools.extract_video_frames(plan.source, rate, work / "source")
-        frames = len(sources)
-        up_dir = work / "upscaled"
-        up_dir.mkdir()
-        written = _restore(checkpoint, frames, up_dir) if checkpoint is not None else []
-        tiles = esrgan.tile_count(plan.width, plan.height, plan.tile)
-        for index in range(len(written), frames):
-            if cancel is not None and cancel.is_set() and written:  # a partial video needs one frame at least
-                break
-            make = _progress(index + 1, frames, tiles, lambda: _checkpoint(spec, frames, written))
+    rate = info.fps if 0 < info.fps <= video_tools.MAX_FRAMERATE else info.frames / max(info.seconds, 1e-3)
+    sources = video_tools.extract_video_frames(plan.source, rate, work / "source", cancel=cancel)
+    frames = len(sources)
+    up_dir = work / "upscaled"
+    up_dir.mkdir(exist_ok=True)
+    written = FrameStore(up_dir)
+    if checkpoint is not None:
+        _restore(checkpoint, frames, written)
+    tiles = esrgan.tile_count(plan.width, plan.height, plan.tile)
+    for index in range(len(written), frames):
+        if cancel is not None and cancel.is_set() and written:  # a partial video needs one frame at least
+            break
+        make = _progress(index + 1, frames, tiles, lambda: _checkpoint(spec, frames, written))
 
-            def on_tile(done: int, total: int, canvas: torch.Tensor, make: Any = make) -> None:
-                if on_progress is not None:
-                    on_progress(make(done, total, canvas))
+        def on_tile(done: int, total: int, canvas: torch.Tensor, make: Any = make) -> None:
+            if on_progress is not None:
+                on_progress(make(done, total, canvas))
 
-            with Image.open(sources[index]) as opened:
-                frame = opened.convert("RGB")
-            upscaled, _, _ = esrgan.upscale_image_tiles(
-                frame, model, tile=plan.tile, tile_pad=TILE_PAD, on_tile=on_tile
-            )
-            path = up_dir / video_tools.frame_name(index + 1)
-            upscaled.save(path, "JPEG", quality=esrgan.JPEG_QUALITY)
-            written.append(path)
-        partial = len(written) < frames
-        _encode(spec, plan, model.scale, written, rate, output, work)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+        with Image.open(sources[index], formats=["JPEG"]) as opened:  # our own extracted frames
+            frame = opened.convert("RGB")
+        upscaled, _, _ = esrgan.upscale_image_tiles(frame, model, tile=plan.tile, tile_pad=TILE_PAD, on_tile=on_tile)
+        path = up_dir / video_tools.frame_name(index + 1)
+        upscaled.save(path, "JPEG", quality=esrgan.JPEG_QUALITY)
+        written.add(path)
+    partial = len(written) < frames
+    _encode(spec, plan, model.scale, written.paths, rate, output, work / "encode", None if partial else cancel)
     log.info("upscaled %d of %d frames ×%d into %s", len(written), frames, model.scale, output)
     return Artifact(
         kind=JobKind.UPSCALE,
@@ -299,21 +306,23 @@ def _upscale_video(
     )
 
 
-def _restore(checkpoint: dict[str, Any], frames: int, up_dir: Path) -> list[Path]:
+def _restore(checkpoint: dict[str, Any], frames: int, written: FrameStore) -> None:
     saved = checkpoint["upscale"]
     if saved.get("frames") != frames or len(saved.get("written", [])) > frames:
         raise InvalidJob("the saved job state does not match this video")
-    written = []
-    for name, data in saved["written"]:
-        path = up_dir / Path(name).name
-        path.write_bytes(data)
-        written.append(path)
+    written.restore(saved["written"])  # StaleCheckpoint when the work folder lost a frame
     log.info("resuming the upscale at frame %d of %d", len(written) + 1, frames)
-    return written
 
 
 def _encode(
-    spec: JobSpec, plan: UpscalePlan, scale: int, frames: list[Path], rate: float, output: Path, work: Path
+    spec: JobSpec,
+    plan: UpscalePlan,
+    scale: int,
+    frames: list[Path],
+    rate: float,
+    output: Path,
+    work: Path,
+    cancel: threading.Event | None,
 ) -> None:
     """MP4 at the source's rate, the source's title and comment (plus the upscale record), its audio, the fit."""
     try:
@@ -325,6 +334,7 @@ def _encode(
         params = json.loads(comment) if comment else {}
         if not isinstance(params, dict):
             raise ValueError
+        _, params = scrub_inherited({}, params)
     except ValueError:
         params = {"source_comment": comment}
     params["upscale"] = _upscale_record(spec, plan, scale)
@@ -339,4 +349,5 @@ def _encode(
         title=tags.get("title", ""),
         comment=comment,
         max_bytes=spec.max_bytes,
+        cancel=cancel,
     )

@@ -1,17 +1,17 @@
 """Video jobs end to end: checks, frames, encoding, audio and the size fit (animations and style transfer).
 
 `render_video` is the pipeline `Renderer.render` runs for JobKind.ANIMATION and JobKind.STYLE_TRANSFER:
-it refuses bad input before any rendering, renders the frames into a working folder beside the
-output, encodes them to MP4 (metadata in the container, optional motion interpolation), copies a
-style transfer's source audio, fits the file under `spec.max_bytes`, and only then moves it into
-place. `render_frames` renders the frames alone into a folder the caller names (the seed API).
+it refuses bad input before any rendering, renders the frames into the job's work folder
+(`workspace.job_workspace`: the caller's `work_dir`, or a fresh one beside the output), encodes
+them to MP4 (metadata in the container, optional motion interpolation), copies a style transfer's
+source audio, fits the file under `spec.max_bytes`, and only then moves it into place. Every
+ffmpeg step stops when the job is cancelled, except the encoding of the partial video a cancel
+asks for. `render_frames` renders the frames alone into a folder the caller names (the seed API).
 """
 
 from __future__ import annotations
 
 import logging
-import shutil
-import tempfile
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,9 +23,10 @@ from engine.pipelines import checks
 from engine.pipelines.animation import AnimationLoop, Move
 from engine.pipelines.context import RenderContext
 from engine.pipelines.frame_loop import FrameLoop, FramesResult
-from engine.pipelines.metadata import container_comment
+from engine.pipelines.metadata import container_comment, public_spec
 from engine.pipelines.resume import decode_checkpoint
 from engine.pipelines.style_transfer import StyleTransferLoop
+from engine.pipelines.workspace import job_workspace
 from engine.prompts import ParsedPrompts
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,12 @@ def render_video(
     on_progress: ProgressCallback | None = None,
     cancel: threading.Event | None = None,
     resume: bytes | None = None,
+    work_dir: Path | None = None,
 ) -> Artifact:
-    """Render an animation or a style transfer to the MP4 `output`; partial (but playable) when cancelled."""
+    """Render an animation or a style transfer to the MP4 `output`; partial (but playable) when cancelled.
+
+    Raises `Cancelled` when cancelled before there is a frame to show (while a source video is read).
+    """
     limits = ctx.video_limits
     parsed = checks.check_video_spec(spec, limits, output)
     checkpoint = decode_checkpoint(resume, spec, section="video") if resume is not None else None
@@ -49,15 +54,16 @@ def render_video(
     audio_from: str | None = None
     if spec.kind is JobKind.STYLE_TRANSFER:
         assert spec.video is not None
-        info = probe.check_video(spec.video, max_seconds=limits.max_video_seconds, max_pixels=limits.max_video_pixels)
+        info = probe.check_video(
+            spec.video, max_seconds=limits.max_video_seconds, max_pixels=limits.max_video_pixels, cancel=cancel
+        )
         checks.check_source_frames(max(1, int(info.seconds * spec.extraction_fps)), limits)
         audio_from = spec.video if info.has_audio else None
-    work = Path(tempfile.mkdtemp(prefix=".vqbot-video-", dir=output.parent))
-    try:
+    with job_workspace(output, work_dir) as work:
         sources: list[str] = []
         if spec.kind is JobKind.STYLE_TRANSFER:
             assert spec.video is not None
-            sources = video_tools.extract_video_frames(spec.video, spec.extraction_fps, work / "source")
+            sources = video_tools.extract_video_frames(spec.video, spec.extraction_fps, work / "source", cancel=cancel)
             checks.check_source_frames(len(sources), limits)
         result = _frame_loop(ctx, spec, parsed, work / "frames", sources, checkpoint).run(on_progress, cancel)
         video_tools.encode_with_audio(
@@ -65,14 +71,13 @@ def render_video(
             spec.fps or spec.extraction_fps,  # a style transfer's 0 keeps the source's length
             result.paths,
             audio_from=audio_from,
-            work=work,
+            work=work / "encode",
             output_framerate=spec.interpolate_fps,
-            title=spec.text_prompts or spec.image_prompts or spec.noise_prompts,
+            title=_title(spec),
             comment=container_comment(result.params),
             max_bytes=spec.max_bytes,
+            cancel=None if result.partial else cancel,  # the partial video is what the cancel asked for
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     log.info(
         "%s: %d frames%s into %s", spec.kind.value, result.frames_done, " (partial)" if result.partial else "", output
     )
@@ -86,6 +91,12 @@ def render_video(
         frames_done=result.frames_done,
         partial=result.partial,
     )
+
+
+def _title(spec: JobSpec) -> str:
+    """The video's title: its prompts, image prompts by file name."""
+    public = public_spec(spec)
+    return public.text_prompts or public.image_prompts or public.noise_prompts
 
 
 def render_frames(

@@ -14,7 +14,7 @@ import pytest
 
 from bot.queue.admission import SpeedClass
 from bot.queue.api import NotAllowed
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.runner import JobRunner, RunnerConfig, work_path
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import open_queue
 from engine.jobs import JobSpec, JobStatus
@@ -212,6 +212,65 @@ async def test_drain_gives_the_job_back_and_the_next_runner_resumes_it(
     assert done.state == JobStatus.DONE
     assert done.attempt == 2
     assert done.step == 300
+
+
+async def test_a_job_s_work_folder_outlives_a_drain_and_goes_when_the_job_ends(
+    queue: JobQueue, start_runner: RunnerFactory
+) -> None:
+    events = EventRecorder()
+    queue.subscribe(events)
+    gate = StepGate(hold_at=5)
+    first, renderers = await start_runner(gate=gate, checkpoint_every_steps=1000)
+    job = (await queue.submit(ALICE, _with(SPEC, iterations=50))).job
+    work = work_path(queue.data_dir, job.id)
+    await gate.held()
+    assert renderers["cpu"].work_dirs == [work]  # one folder per job, under the data directory
+    draining = asyncio.create_task(first.drain())
+    await asyncio.sleep(0)
+    gate.release()
+    await draining
+    assert (work / "frames.txt").is_file()  # kept for the resume
+    _, renderers = await start_runner()
+    await eventually(lambda: job.id in events.finished, 60.0, "the jobs to end")
+    assert renderers["cpu"].work_dirs == [work]  # the next attempt works in the same folder
+    assert events.finished[job.id].state == JobStatus.DONE
+    assert not work.exists()  # the job has ended: its intermediate files are gone
+    failed = (await queue.submit(BOB, _with(SPEC, text_prompts="fail invalid"))).job
+    cancelled = (await queue.submit(ALICE, _with(SPEC, text_prompts="fail cancelled"))).job
+    await eventually(lambda: {failed.id, cancelled.id} <= set(events.finished), 60.0, "the jobs to end")
+    assert not work_path(queue.data_dir, failed.id).exists()
+    assert not work_path(queue.data_dir, cancelled.id).exists()
+
+
+async def test_cancelled_before_a_result_is_cancelled_without_one(queue: JobQueue, start_runner: RunnerFactory) -> None:
+    events = EventRecorder()
+    queue.subscribe(events)
+    await start_runner()
+    job = (await queue.submit(ALICE, _with(SPEC, text_prompts="fail cancelled"))).job
+    await eventually(lambda: job.id in events.finished, 60.0, "the jobs to end")
+    done = events.finished[job.id]
+    assert (done.state, done.result_paths, done.error) == (JobStatus.CANCELLED, (), None)
+
+
+async def test_a_checkpoint_whose_frames_are_gone_renders_the_job_again_from_the_start(
+    queue: JobQueue, start_runner: RunnerFactory
+) -> None:
+    events = EventRecorder()
+    queue.subscribe(events)
+    gate = StepGate(hold_at=20)
+    first, _ = await start_runner(gate=gate, checkpoint_every_steps=1000)
+    job = (await queue.submit(ALICE, _with(SPEC, text_prompts="stale frames", iterations=40))).job
+    await gate.held()
+    draining = asyncio.create_task(first.drain())
+    await asyncio.sleep(0)
+    gate.release()
+    await draining
+    assert (await queue.get(job.id)).checkpoint_step == 21
+    _, renderers = await start_runner()
+    await eventually(lambda: job.id in events.finished, 60.0, "the jobs to end")
+    assert renderers["cpu"].resumed_from == [0]  # the checkpoint was refused: a fresh render, not a failure
+    done = events.finished[job.id]
+    assert (done.state, done.step) == (JobStatus.DONE, 40)
 
 
 async def test_a_runner_that_loses_its_lease_discards_its_attempt(queue: JobQueue, start_runner: RunnerFactory) -> None:

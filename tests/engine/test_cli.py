@@ -71,7 +71,9 @@ def test_replay_fails_clearly_when_an_input_changed_or_went(
     assert "has changed" in capsys.readouterr().err
     picture.unlink()
     assert main(["image", "--replay", str(tmp_path / "a.png"), "--output", str(tmp_path / "b.png")]) == 2
-    assert "no longer exists" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "picture.png is not beside a.png nor in the current directory" in err
+    assert "--image-prompts" in err
 
 
 @pytest.mark.parametrize(

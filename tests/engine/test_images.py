@@ -24,7 +24,7 @@ def test_png_carries_the_seeds_keys_and_the_engine_params(renderer: Renderer, tm
     assert text["cut_method"] == "kornia"
     params = images.read_params(tmp_path / "a.png")
     config = params["config"]
-    assert params["schema"] == 1
+    assert params["schema"] == 2
     assert params["device"] == "cpu"
     assert params["dtype"] == "float32"
     assert params["torch"]
@@ -35,7 +35,9 @@ def test_png_carries_the_seeds_keys_and_the_engine_params(renderer: Renderer, tm
     assert config["optimizer"] == "Adam"
     assert params["iterations"] == 3
     assert params["prompts"]["text"] == "ünïcödé 🍎:1|b:-0.5"
-    assert params["files"]["image_prompts"] == [{"path": str(picture), "sha256": images.sha256_file(picture)}]
+    # by name and checksum only: no folder of the machine that made it
+    assert params["files"]["image_prompts"] == [{"name": picture.name, "sha256": images.sha256_file(picture)}]
+    assert text["image_prompts"] == params["prompts"]["image"] == picture.name
 
 
 def test_jpeg_carries_the_params_in_exif(renderer: Renderer, tmp_path: Path) -> None:

@@ -47,8 +47,9 @@ def test_a_resumed_job_keeps_the_frames_before_its_checkpoint(renderer: Renderer
             saved.append(p.checkpoint())
             cancel.set()
 
-    assert renderer.render(spec, tmp_path / "first.png", on_progress=stop, cancel=cancel).partial
-    resumed = renderer.render(spec, tmp_path / "resumed.png", resume=saved[0])
+    work = tmp_path / "work"  # the job's work folder, kept between its attempts
+    assert renderer.render(spec, tmp_path / "first.png", on_progress=stop, cancel=cancel, work_dir=work).partial
+    resumed = renderer.render(spec, tmp_path / "resumed.png", resume=saved[0], work_dir=work)
     assert probe.probe_video(resumed.paths[1]).frames == 3
     assert decoded(Path(resumed.paths[1])) == decoded(Path(whole.paths[1]))
 

@@ -196,10 +196,11 @@ def test_resume_at_a_frame_boundary_does_not_redo_frames_and_equals_a_whole_run(
             saved.append(p.checkpoint())  # taken in frame 4: holds frames 1-3
             cancel.set()
 
-    assert renderer.render(spec, tmp_path / "first.mp4", on_progress=stop, cancel=cancel).partial
+    work = tmp_path / "work"  # the job's work folder, kept between its attempts
+    assert renderer.render(spec, tmp_path / "first.mp4", on_progress=stop, cancel=cancel, work_dir=work).partial
     frames: list[int] = []
     resumed = renderer.render(
-        spec, tmp_path / "resumed.mp4", on_progress=lambda p: frames.append(p.frame), resume=saved[0]
+        spec, tmp_path / "resumed.mp4", on_progress=lambda p: frames.append(p.frame), resume=saved[0], work_dir=work
     )
     assert frames == [4, 5, 6, 7, 8]
     assert (resumed.frames_done, resumed.partial) == (8, False)

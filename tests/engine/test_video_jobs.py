@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from engine.errors import InvalidJob
+from engine.errors import InvalidJob, StaleCheckpoint
 from engine.jobs import Artifact, JobKind, JobSpec, Progress
 from engine.media import ffmpeg, probe
 from engine.renderer import Renderer
@@ -134,13 +134,14 @@ def test_resume_continues_without_redoing_frames_and_equals_an_uninterrupted_run
             saved.append(p.checkpoint())
             cancel.set()
 
+    work = tmp_path / "work"  # the job's work folder, kept between its attempts
     first = renderer.render(
-        dataclasses.replace(spec, seed=11), tmp_path / "first.mp4", on_progress=stop_at, cancel=cancel
+        dataclasses.replace(spec, seed=11), tmp_path / "first.mp4", on_progress=stop_at, cancel=cancel, work_dir=work
     )
     assert first.partial
     steps: list[int] = []
     resumed = renderer.render(
-        spec, tmp_path / "resumed.mp4", on_progress=lambda p: steps.append(p.step), resume=saved[0]
+        spec, tmp_path / "resumed.mp4", on_progress=lambda p: steps.append(p.step), resume=saved[0], work_dir=work
     )
     done_at_checkpoint = (at[0] - 1) * 2 + at[1]
     assert steps == list(range(done_at_checkpoint + 1, 11))  # nothing before the checkpoint is rendered again
@@ -159,6 +160,54 @@ def test_a_checkpoint_of_another_job_is_refused(renderer: Renderer, tmp_path: Pa
     )
     with pytest.raises(InvalidJob, match="different job"):
         renderer.render(anim_spec(zoom=1.2), tmp_path / "b.mp4", resume=saved[0])
+
+
+def test_the_checkpoint_does_not_grow_with_the_frames_done(renderer: Renderer, tmp_path: Path) -> None:
+    spec = anim_spec(frames=7, iterations=1, width=96, height=96)
+    work = tmp_path / "work"
+    sizes: dict[int, int] = {}
+
+    def measure(p: Progress) -> None:
+        if p.frame in (3, 7):  # after 2 and after 6 finished frames
+            sizes[p.frame - 1] = len(p.checkpoint())
+
+    renderer.render(spec, tmp_path / "a.mp4", on_progress=measure, work_dir=work)
+    frame_bytes = min(p.stat().st_size for p in (work / "frames").glob("frame_*.jpg"))
+    # four more frames add four names and checksums (~100 bytes each), never their pictures
+    assert sizes[6] - sizes[2] < min(1024, frame_bytes)
+    assert work.is_dir()  # a caller's work folder is the caller's to remove
+
+
+@pytest.mark.parametrize("damage", ["missing", "altered"])
+def test_a_resume_whose_frames_are_missing_or_altered_is_refused_cleanly(
+    renderer: Renderer, tmp_path: Path, damage: str
+) -> None:
+    spec = anim_spec(seed=11)
+    work = tmp_path / "work"
+    saved: list[bytes] = []
+    cancel = threading.Event()
+
+    def stop_in_frame_3(p: Progress) -> None:
+        if p.frame == 3:
+            saved.append(p.checkpoint())
+            cancel.set()
+
+    renderer.render(spec, tmp_path / "first.mp4", on_progress=stop_in_frame_3, cancel=cancel, work_dir=work)
+    frame = work / "frames" / "frame_000000000002.jpg"
+    if damage == "missing":
+        frame.unlink()
+    else:
+        frame.write_bytes(frame.read_bytes()[:-10] + bytes(10))
+    seen: list[Progress] = []
+    with pytest.raises(StaleCheckpoint, match=r"^the saved frames of this job are missing$"):
+        renderer.render(spec, tmp_path / "resumed.mp4", on_progress=seen.append, resume=saved[0], work_dir=work)
+    assert not seen
+    assert not (tmp_path / "resumed.mp4").exists()
+    with pytest.raises(InvalidJob, match="saved frames"):  # without the work folder its frames are gone too
+        renderer.render(spec, tmp_path / "elsewhere.mp4", resume=saved[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["first.mp4", "work"]  # nothing left behind
+    fresh = renderer.render(spec, tmp_path / "again.mp4", work_dir=work)  # the caller starts it over
+    assert (fresh.frames_done, fresh.partial) == (4, False)
 
 
 def test_max_bytes_is_honoured(renderer: Renderer, tmp_path: Path) -> None:
@@ -229,6 +278,16 @@ def test_style_transfer_of_a_silent_video_at_another_rate(renderer: Renderer, tm
     renderer.render(style_spec(silent, extraction_fps=3.0, fps=6.0, iterations=1), tmp_path / "s.mp4")
     info = probe.probe_video(tmp_path / "s.mp4")
     assert (info.frames, info.fps, info.has_audio) == (3, 6.0, False)
+
+
+def test_with_a_work_folder_every_intermediate_file_is_in_it(
+    renderer: Renderer, clip_with_audio: Path, tmp_path: Path
+) -> None:
+    out, work = tmp_path / "out", tmp_path / "work"
+    renderer.render(style_spec(clip_with_audio, iterations=1, max_bytes=40_000), out / "s.mp4", work_dir=work)
+    assert [p.name for p in out.iterdir()] == ["s.mp4"]  # nothing was staged beside the result
+    assert len(list((work / "source").glob("frame_*.jpg"))) == len(list((work / "frames").glob("frame_*.jpg"))) == 8
+    assert list((work / "encode").iterdir()) == []  # encoding stages are gone once used
 
 
 def test_style_transfer_inputs_are_checked_before_rendering(renderer: Renderer, tmp_path: Path) -> None:

@@ -228,11 +228,14 @@ def test_frame_count_and_duration_without_ffprobe(clip_with_audio: Path) -> None
     assert video_tools.video_duration(clip_with_audio) == pytest.approx(2.0, abs=0.05)
 
 
-def test_ffmpeg_failures_carry_its_error_and_leave_nothing_behind(tmp_path: Path) -> None:
+def test_ffmpeg_failures_say_what_failed_log_why_and_leave_nothing_behind(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     make_stills(tmp_path / "stills", 2)
-    with pytest.raises(ffmpeg.FFmpegError, match="Unknown encoder") as caught:
+    with pytest.raises(ffmpeg.FFmpegError, match=r"^the video could not be encoded$") as caught:
         video_tools.encode_video(tmp_path / "out.mp4", 2, tmp_path / "stills", vcodec="no_such_codec")
-    assert "\n" not in str(caught.value)
+    assert "Unknown encoder" in caught.value.stderr_tail  # ffmpeg's words: for the log, not the member
+    assert "Unknown encoder" in caplog.text
     assert [p.name for p in tmp_path.iterdir()] == ["stills"]
 
 

@@ -145,10 +145,11 @@ class GatedRenderer:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
+        work_dir: Path | None = None,
     ) -> Artifact:
         def progress(p: Progress) -> None:
             if on_progress is not None:
                 on_progress(p)
             self.gate.after_step(p.step or p.iteration, cancel)
 
-        return self.inner.render(spec, output, on_progress=progress, cancel=cancel, resume=resume)  # type: ignore[attr-defined,no-any-return]
+        return self.inner.render(spec, output, on_progress=progress, cancel=cancel, resume=resume, work_dir=work_dir)  # type: ignore[attr-defined,no-any-return]

@@ -1,8 +1,10 @@
 """`FakeRenderer`: the engine's contract and none of its cost, for the queue, runner and bot tests.
 
 Its checkpoint is the step reached (as text) and `resume` continues from it, so a test sees that a
-resumed job does not start over. Prompts pick failures: "fail invalid" raises InvalidJob, "fail
-crash" raises RuntimeError. A test that needs a job to be running holds it with a gate
+resumed job does not start over; like the engine it keeps a file in the job's `work_dir`. Prompts
+pick failures: "fail invalid" raises InvalidJob, "fail crash" raises RuntimeError, "fail cancelled"
+raises Cancelled (cancelled before a result), "stale frames" refuses any checkpoint with
+StaleCheckpoint (its frames are gone). A test that needs a job to be running holds it with a gate
 (tests.support.gate) instead of counting on how long the fake takes.
 """
 
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from engine.errors import InvalidJob
+from engine.errors import Cancelled, InvalidJob, StaleCheckpoint
 from engine.jobs import Artifact, JobSpec, Progress, ProgressCallback
 from storage.records import job_steps
 from tests.support import speed
@@ -52,6 +54,7 @@ class FakeRenderer:
         self.built_on = threading.current_thread().name
         self.rendered_on: list[str] = []
         self.resumed_from: list[int] = []
+        self.work_dirs: list[Path | None] = []
         self.previews = 0
         self.reached = 0  # the step the current render has finished
 
@@ -67,12 +70,21 @@ class FakeRenderer:
         on_progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
         resume: bytes | None = None,
+        work_dir: Path | None = None,
     ) -> Artifact:
         self.rendered_on.append(threading.current_thread().name)
         if spec.text_prompts == "fail invalid":
             raise InvalidJob("text prompt: the fox is not allowed")
         if spec.text_prompts == "fail crash":
             raise RuntimeError("CUDA error: an illegal memory access (a secret internal detail)")
+        if spec.text_prompts == "fail cancelled":
+            raise Cancelled("the job was cancelled")
+        self.work_dirs.append(work_dir)
+        if resume and spec.text_prompts == "stale frames":
+            raise StaleCheckpoint("the saved frames of this job are missing")
+        if work_dir is not None:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            (work_dir / "frames.txt").write_text("intermediate files")
         steps, _ = job_steps(spec)
         done = int(resume.decode()) if resume else 0
         self.resumed_from.append(done)
