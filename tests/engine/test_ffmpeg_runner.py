@@ -18,7 +18,7 @@ from engine.errors import Cancelled
 from engine.jobs import JobKind, JobSpec
 from engine.media import ffmpeg, probe, shrink, video_tools
 from engine.renderer import Renderer
-from tests.engine.mediafiles import make_stills, make_video
+from tests.support.mediafiles import make_stills, make_video
 
 STOPS_WITHIN_S = 10.0  # "a second or two", with room for a busy CI machine
 

@@ -17,7 +17,7 @@ from engine.jobs import JobKind, JobSpec, Progress
 from engine.media import ffmpeg, probe, stills, video_tools
 from engine.pipelines import images
 from engine.renderer import Renderer
-from tests.engine.mediafiles import make_video
+from tests.support.mediafiles import make_video
 
 VIDEO_REFUSAL = "is not a video file we accept (MP4/MOV, MKV/WebM, AVI or GIF)"
 IMAGE_REFUSAL = "not an image file we accept (PNG, JPEG, WebP, GIF or BMP)"

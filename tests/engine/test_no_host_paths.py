@@ -17,8 +17,8 @@ from engine.jobs import JobKind, JobSpec
 from engine.media import ffmpeg
 from engine.pipelines import images
 from engine.renderer import Renderer
-from tests.engine.conftest import pixels
-from tests.engine.mediafiles import make_video
+from tests.support.images import pixels
+from tests.support.mediafiles import make_video
 
 TINY = {"vqgan_model": "tiny", "clip_model": "tiny", "num_cuts": 2, "width": 32, "height": 32, "seed": 3}
 SECRET = "host-secret-folder"
