@@ -36,7 +36,11 @@ class VQTree(app_commands.CommandTree["VQBot"]):
     """Checks where commands may run, and turns refusals into ephemeral replies."""
 
     async def interaction_check(self, interaction: discord.Interaction[VQBot]) -> bool:
-        if interaction.type is discord.InteractionType.application_command:
+        command = interaction.command
+        # /settings works in every channel: an admin who narrowed the channels can always widen them again
+        if interaction.type is discord.InteractionType.application_command and not (
+            command is not None and command.qualified_name.startswith("settings")
+        ):
             check_channel(interaction, interaction.client.server_settings.limits(interaction.guild_id))
         return True
 
