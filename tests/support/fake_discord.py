@@ -117,6 +117,7 @@ class FakeDiscord:
         self.messages: dict[int, dict[str, Any]] = {}
         self.deleted: set[int] = set()
         self.files: dict[str, bytes] = {}
+        self.downloads: list[str] = []  # the CDN keys the bot fetched, in order
         self.commands: dict[str, dict[str, Any]] = {}
         self.interactions: list[SentInteraction] = []
         self.max_upload_bytes: int | None = None
@@ -448,6 +449,7 @@ class FakeDiscord:
 
     async def _cdn(self, request: web.Request) -> web.Response:
         key = f"{request.match_info['key']}/{request.match_info['name']}"
+        self.downloads.append(key)
         if key not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[key], content_type="application/octet-stream")
