@@ -230,7 +230,10 @@ class GenerateCog(commands.Cog):
 
     @imagine.autocomplete("model")
     async def _models(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = [m for m in self.config.models if current.lower() in m.lower()]
+        # from memory (autocomplete cannot defer), this server's default first
+        default = self.settings.limits(interaction.guild_id).default_model
+        ordered = sorted(self.config.models, key=lambda m: m != default)
+        names = [m for m in ordered if current.lower() in m.lower()]
         return [app_commands.Choice(name=m, value=m) for m in names[:25]]
 
     # ---- buttons ---------------------------------------------------------------------------------
