@@ -1,11 +1,12 @@
-"""Queue benchmark: submit latency and event-loop lag with 1,000 queued jobs (prints numbers).
+"""Queue benchmark: submit latency and event-loop lag with 1,000 queued jobs from busy servers (prints numbers).
 
-    python benchmarks/queue_latency.py [--jobs 1000] [--members 150] [--renderer fake|tiny] [--run-s 5]
+    python benchmarks/queue_latency.py [--jobs 1000] [--members 150] [--guilds 2] [--renderer fake|tiny] [--run-s 5]
 
-Fills a fresh database with `--jobs` jobs from `--members` members, timing each submit (which
-includes its position and ETA over the whole queue), then times `snapshot()` and runs the runner
-for `--run-s` seconds while sampling the loop's lag. `--renderer tiny` renders the engine's tiny
-preset on CPU (imports torch); `fake` sleeps per iteration.
+Fills a fresh database with `--jobs` jobs from `--members` members spread over `--guilds` busy
+servers, timing each submit (which includes its position and ETA over the whole queue), then times
+`snapshot()`, shows where a small server's first job lands, and runs the runner for `--run-s` seconds
+while every busy server keeps submitting, sampling the loop's lag. `--renderer tiny` renders the
+engine's tiny preset on CPU (imports torch); `fake` sleeps per iteration.
 """
 
 from __future__ import annotations
@@ -92,7 +93,13 @@ def _ms(values: list[float], q: float) -> str:
     return f"{percentile(values, q) * 1000:.2f}"
 
 
-async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
+def _owner(n: int, members: int, guilds: int) -> Owner:
+    """The n-th job's member (each member belongs to one busy server)."""
+    member = n % members
+    return Owner(user_id=member, guild_id=1000 + member % guilds)
+
+
+async def bench(jobs: int, members: int, renderer: str, run_s: float, guilds: int = 2) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
         async with open_queue(Path(tmp) / "jobs.sqlite3", Path(tmp), config) as queue:
@@ -101,9 +108,12 @@ async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
                 for n in range(jobs):
                     spec = dataclasses.replace(SPEC, seed=n)
                     began = time.perf_counter()
-                    await queue.submit(Owner(user_id=n % members, guild_id=n % 7), spec)
+                    await queue.submit(_owner(n, members, guilds), spec)
                     latencies.append(time.perf_counter() - began)
-            print(f"submit ({jobs} jobs, {members} members): p50 {_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms")
+            print(
+                f"submit ({jobs} jobs, {members} members, {guilds} busy servers): "
+                f"p50 {_ms(latencies, 50)} ms, p99 {_ms(latencies, 99)} ms"
+            )
             print(
                 f"  loop lag while submitting: p50 {lag.percentile(50) * 1000:.2f} ms, p99 {lag.percentile(99) * 1000:.2f} ms"
             )
@@ -113,15 +123,19 @@ async def bench(jobs: int, members: int, renderer: str, run_s: float) -> None:
                 entries = await queue.snapshot()
                 snapshots.append(time.perf_counter() - began)
             print(f"snapshot of {len(entries)} jobs: p50 {_ms(snapshots, 50)} ms, p99 {_ms(snapshots, 99)} ms")
+            small = await queue.submit(Owner(user_id=members + 2, guild_id=1), SPEC)
+            print(f"a small server's first job: position {small.position} of {len(entries) + 1}")
             runner = JobRunner(queue, _factory(renderer), ["cpu"], Path(tmp), RunnerConfig(preview_interval_s=1.0))
             await runner.start()
             latencies.clear()
             async with LoopLag() as lag:
                 deadline = time.monotonic() + run_s
+                n = 0
                 while time.monotonic() < deadline:
                     began = time.perf_counter()
-                    await queue.submit(Owner(user_id=members + 1), SPEC)
+                    await queue.submit(_owner(n, members, guilds), SPEC)  # the busy servers keep submitting
                     latencies.append(time.perf_counter() - began)
+                    n += 1
                     await asyncio.sleep(0.25)
             await runner.drain()
             done = len(await queue.undelivered())  # every finished job here has a result nobody posted
@@ -137,10 +151,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
     parser.add_argument("--members", type=int, default=150)
+    parser.add_argument("--guilds", type=int, default=2, help="busy servers the members belong to")
     parser.add_argument("--renderer", choices=("fake", "tiny"), default="fake")
     parser.add_argument("--run-s", type=float, default=5.0)
     args = parser.parse_args()
-    asyncio.run(bench(args.jobs, args.members, args.renderer, args.run_s))
+    asyncio.run(bench(args.jobs, args.members, args.renderer, args.run_s, args.guilds))
 
 
 if __name__ == "__main__":

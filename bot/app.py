@@ -16,14 +16,18 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot import views
+from bot import texts, views
+from bot.attachments import FileChecks, MemberFileCheck, check_member_file
 from bot.cogs.generate import GenerateCog
 from bot.cogs.manage import ManageCog
+from bot.cogs.settings import SettingsCog
 from bot.config import BotConfig
 from bot.delivery.publisher import DiscordPublisher
 from bot.errors import MissingPermissions, NotHere, UserError
 from bot.queue.api import QueueError, RenderQueue
+from bot.server_settings import ServerLimits, ServerSettings
 from engine.errors import InvalidJob
+from storage.store import GuildSettingsStore
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +36,24 @@ class VQTree(app_commands.CommandTree["VQBot"]):
     """Checks where commands may run, and turns refusals into ephemeral replies."""
 
     async def interaction_check(self, interaction: discord.Interaction[VQBot]) -> bool:
-        if interaction.type is discord.InteractionType.application_command:
-            check_channel(interaction, interaction.client.config)
+        command = interaction.command
+        # /settings works in every channel: an admin who narrowed the channels can always widen them again
+        if interaction.type is discord.InteractionType.application_command and not (
+            command is not None and command.qualified_name.startswith("settings")
+        ):
+            check_channel(interaction, interaction.client.server_settings.limits(interaction.guild_id))
         return True
 
     async def on_error(self, interaction: discord.Interaction[VQBot], error: app_commands.AppCommandError) -> None:
         await reply_error(interaction, getattr(error, "original", error))
 
 
-def check_channel(interaction: discord.Interaction[Any], config: BotConfig) -> None:
-    """Refuse outside a server, outside the allowed channels, or where the bot cannot post results."""
+def check_channel(interaction: discord.Interaction[Any], limits: ServerLimits) -> None:
+    """Refuse outside a server, outside the server's allowed channels, or where the bot cannot post results."""
     if interaction.guild_id is None:
         raise NotHere("this bot works in server channels, not in direct messages")
-    if config.allowed_channels and interaction.channel_id not in config.allowed_channels:
-        allowed = ", ".join(f"<#{c}>" for c in config.allowed_channels)
+    if limits.channels and interaction.channel_id not in limits.channels:
+        allowed = ", ".join(f"<#{c}>" for c in limits.channels)
         raise NotHere(f"commands are not allowed in this channel; use {allowed}")
     perms = interaction.app_permissions
     for name, label in (
@@ -60,7 +68,7 @@ def check_channel(interaction: discord.Interaction[Any], config: BotConfig) -> N
 async def reply_error(interaction: discord.Interaction[Any], error: BaseException) -> None:
     """Show a refusal to the member (ephemeral); log anything unexpected."""
     if isinstance(error, UserError | QueueError | InvalidJob):
-        message = str(error)
+        message = texts.without_paths(str(error))  # an engine message may name a file: never its folder
         log.info("refused %s for member %s: %s", _name(interaction), interaction.user.id, message)
     else:
         log.error("%s failed for member %s", _name(interaction), interaction.user.id, exc_info=error)
@@ -87,8 +95,10 @@ class VQBot(commands.Bot):
         self,
         config: BotConfig,
         queue: RenderQueue,
+        settings_store: GuildSettingsStore,
         *,
         on_setup: Callable[[], Awaitable[None]] | None = None,
+        file_check: MemberFileCheck = check_member_file,
         **options: Any,
     ) -> None:
         # no privileged intent, and no pings unless a message asks (docs/discord.md, "Mentions")
@@ -101,6 +111,8 @@ class VQBot(commands.Bot):
             **options,
         )
         self.config, self.queue = config, queue
+        self.server_settings = ServerSettings(settings_store, config)
+        self.file_checks = FileChecks(config.file_check_workers, file_check)
         self.publisher = DiscordPublisher(self, queue, config)
         self.button_actions: dict[str, views.ButtonAction] = {}
         self._on_setup = on_setup
@@ -110,15 +122,17 @@ class VQBot(commands.Bot):
     async def setup_hook(self) -> None:
         self.config.downloads_dir.mkdir(parents=True, exist_ok=True)
         await asyncio.to_thread(_clear_downloads, self.config.downloads_dir)
+        await self.server_settings.load()
         self.queue.subscribe(self.publisher)
         cogs: tuple[GenerateCog | ManageCog, ...] = (
-            GenerateCog(self.queue, self.publisher.status, self.config),
-            ManageCog(self.queue, self.config, self),
+            GenerateCog(self.queue, self.publisher.status, self.config, self.server_settings, self.file_checks),
+            ManageCog(self.queue, self.config, self.server_settings, self),
         )
         for cog in cogs:
             await self.add_cog(cog)
             self.button_actions.update(cog.button_actions())
-        self.add_dynamic_items(views.JobButton)
+        await self.add_cog(SettingsCog(self.server_settings, self.config))
+        self.add_dynamic_items(views.JobButton, views.UnknownButton)
         if self.config.guild_id:
             self.tree.copy_global_to(guild=discord.Object(self.config.guild_id))
         await self.sync_commands(force=self.config.force_sync)
@@ -167,7 +181,7 @@ class VQBot(commands.Bot):
         """A job button was pressed: run its action, refusals shown to the clicker only."""
         handler = self.button_actions.get(action)
         try:
-            check_channel(interaction, self.config)
+            check_channel(interaction, self.server_settings.limits(interaction.guild_id))
             if handler is None:
                 raise UserError("this button is no longer supported")
             await handler(interaction, job_id, action)
@@ -179,6 +193,7 @@ class VQBot(commands.Bot):
             if task is not None:
                 task.cancel()
         await self.publisher.close()
+        self.file_checks.close()
         await super().close()
 
 

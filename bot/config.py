@@ -29,12 +29,19 @@ class BotConfig:
     default_frames: int = 30
     max_video_seconds: float = 30.0
     max_attachment_bytes: int = 25 * 1024 * 1024
+    max_queued_per_member: int = 3  # the queue checks it again when the job is stored
+    max_queued_per_guild: int = 100
     moderator_role: str | None = None
     allowed_channels: tuple[int, ...] = ()
     preview_seconds: float = 4.0
     channel_seconds: float = 1.0
     queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
     force_sync: bool = False  # `python -m bot --sync`: sync global commands even when unchanged
+    file_check_workers: int = 2  # member files probed or decoded at once, in their own pool
+    file_check_seconds: float = 120.0  # the longest one probe or decode may take
+    ack_budget_seconds: float = (
+        1.5  # work that takes longer is deferred first (docs/discord.md, "The 3-second acknowledgement")
+    )
     # a result post that meets a 5xx or a network error: about a minute of retries, then the next start
     result_retry_delays: tuple[float, ...] = (3.0, 10.0, 20.0, 30.0)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.app import VQBot
+from bot.attachments import MemberFileCheck, check_member_file
 from bot.config import BotConfig
 from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
@@ -72,11 +73,16 @@ async def open_queue(
 
 @contextlib.asynccontextmanager
 async def build_services(
-    config: ServiceConfig, make_renderer: RendererFactory, **bot_options: Any
+    config: ServiceConfig,
+    make_renderer: RendererFactory,
+    *,
+    file_check: MemberFileCheck = check_member_file,
+    **bot_options: Any,
 ) -> AsyncIterator[Services]:
     """The parts, built and connected; on exit they stop (`Services.stop`) and the queue and store close.
 
-    `make_renderer(device)` is called on each device's own thread when the runner starts. `bot_options`
+    `make_renderer(device)` is called on each device's own thread when the runner starts; `file_check`
+    checks a member's attachment (the engine's checks; the tests hold it with a gate). `bot_options`
     go to discord.py's client (for example `max_ratelimit_timeout`).
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -84,7 +90,14 @@ async def build_services(
         runner = None
         if config.runner is not None:
             runner = JobRunner(queue, make_renderer, config.queue.devices, config.data_dir, config.runner)
-        bot = VQBot(config.bot, queue, on_setup=runner.start if runner is not None else None, **bot_options)
+        bot = VQBot(
+            config.bot,
+            queue,
+            queue.store,
+            on_setup=runner.start if runner is not None else None,
+            file_check=file_check,
+            **bot_options,
+        )
         services = Services(queue.store, queue, runner, bot)
         try:
             yield services

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     bot_max_video_seconds: float = Field(default=30.0, gt=0)
     bot_max_attachment_mb: float = Field(default=25.0, gt=0)  # largest attachment downloaded
     bot_max_queued_per_member: int = Field(default=3, ge=1)
+    bot_max_queued_per_guild: int = Field(default=100, ge=1)  # jobs waiting from one server
+    bot_max_running_per_guild: int | None = Field(default=None, ge=1)  # jobs of one server rendering at once
+    bot_file_check_workers: int = Field(default=2, ge=1, le=32)  # member files probed or decoded at once
+    bot_file_check_seconds: float = Field(default=120.0, gt=0)  # longest probe or decode of one member file
     bot_moderator_role: str | None = None  # a role id or name; Manage Messages also counts as moderator
     bot_allowed_channels: Annotated[tuple[int, ...], NoDecode] = ()  # channel ids; () = every channel
     bot_preview_seconds: float = Field(default=4.0, ge=3.0, le=60.0)  # one status edit per job at most this often

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from pathlib import PurePosixPath
 
 import discord.utils
 
@@ -12,6 +14,7 @@ from storage.records import UNDELIVERABLE, JobRecord
 
 CONTENT_LIMIT = 2000  # characters in a message's content (docs/discord.md, "Messages")
 PROMPT_ECHO_LIMIT = 300  # echoed prompts are cut here; the full prompt is in the database and /job
+QUEUE_LINES = 15  # /queue lists this many of the server's jobs (and every one of the member's)
 
 KIND_NAMES = {
     JobKind.IMAGE: "image",
@@ -26,6 +29,15 @@ STATE_NAMES = {
     JobStatus.FAILED: "❌ failed",
     JobStatus.CANCELLED: "🛑 cancelled",
 }
+
+
+# an absolute path of two or more parts (not a URL's, not inside a word): errors name files, never folders
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/\\])/(?:[^\s/'\"`<>|]+/)+[^\s/'\"`<>|]*")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path cut to its file name: no host folder reaches Discord."""
+    return _ABSOLUTE_PATH.sub(lambda m: PurePosixPath(m.group(0)).name or "a folder", text)
 
 
 def truncate(text: str, limit: int) -> str:
@@ -115,7 +127,7 @@ def status_text(
             line += f" · done {eta(eta_done_s, now)}"
         lines.append(line)
     else:
-        lines.append(state + (f": {truncate(job.error, 300)}" if job.error else ""))
+        lines.append(state + (f": {truncate(without_paths(job.error), 300)}" if job.error else ""))
     if note:
         lines.append(note)
     return truncate("\n".join(lines), CONTENT_LIMIT)
@@ -137,7 +149,7 @@ def result_text(job: JobRecord, *, fitted_from: int | None = None) -> str:
 
 def failure_text(job: JobRecord) -> str:
     """The public message for a job that failed."""
-    reason = truncate(job.error or "internal error", 500)
+    reason = truncate(without_paths(job.error or "internal error"), 500)
     return f"<@{job.owner.user_id}>, job **#{job.id}** failed: {discord.utils.escape_mentions(reason)}"
 
 
@@ -164,7 +176,7 @@ def job_text(
         where = "running" if entry.position == 0 else f"position {entry.position}"
         lines.append(f"{where} · progress {progress_bar(job.step, job.steps)} · done {eta(entry.eta_done_s, now)}")
     if job.error:
-        lines.append(f"Error: {truncate(job.error, 300)}")
+        lines.append(f"Error: {truncate(without_paths(job.error), 300)}")
     if job.result_paths:
         lines.append(f"Result: {len(job.result_paths)} file(s)" + (" (partial)" if job.partial else ""))
     if job.finished and job.result_message_id == UNDELIVERABLE and job.result_paths:
@@ -175,4 +187,26 @@ def job_text(
         )
     if link:
         lines.append(link)
+    return truncate("\n".join(lines), CONTENT_LIMIT)
+
+
+def queue_text(entries: list[QueueEntry], *, guild_id: int | None, member: int, now: float) -> str:
+    """What /queue shows in one server: its own jobs with their places among every server's, and only the
+    number of the other servers' jobs (never their prompts or owners)."""
+    ours = [e for e in entries if e.job.owner.guild_id == guild_id]
+    others = len(entries) - len(ours)
+    elsewhere = f" (and {others} from other servers, counted in the places and times below)" if others else ""
+    if not ours:
+        if not others:
+            return "The queue is empty; a new job starts at once."
+        return f"This server has no jobs in the queue; {others} job(s) from other servers are ahead of a new one."
+    lines = [f"**{len(ours)} job(s)** from this server in the queue{elsewhere}:"]
+    shown = ours[:QUEUE_LINES] + [e for e in ours[QUEUE_LINES:] if e.job.owner.user_id == member]
+    for e in shown:
+        where = "▶ running" if e.position == 0 else f"{e.position}."
+        mine = " **(yours)**" if e.job.owner.user_id == member else ""
+        prompt = quote_prompt(e.job.spec.text_prompts, 60)
+        lines.append(f"{where} #{e.job.id} {KIND_NAMES[e.job.kind]} “{prompt}”{mine} · done {eta(e.eta_done_s, now)}")
+    if not any(e.job.owner.user_id == member for e in ours):
+        lines.append("You have no jobs in the queue here.")
     return truncate("\n".join(lines), CONTENT_LIMIT)

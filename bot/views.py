@@ -54,6 +54,22 @@ class JobButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"v1:j:
         await handler.on_job_button(interaction, self.job_id, self.action)
 
 
+class UnknownButton(discord.ui.DynamicItem[discord.ui.Button[Any]], template=r"(?s)(?!v1:j:\d{1,20}:[a-z]+\Z).{1,100}"):
+    """Any other custom id (an old format, or a forged one): answered at once, and nothing is done."""
+
+    def __init__(self, custom_id: str) -> None:
+        super().__init__(discord.ui.Button(custom_id=custom_id, label="?"))
+
+    @classmethod
+    async def from_custom_id(
+        cls, interaction: discord.Interaction[Any], item: discord.ui.Item[Any], match: re.Match[str], /
+    ) -> UnknownButton:
+        return cls(match.group(0))
+
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await interaction.response.send_message("This button is no longer supported.", ephemeral=True)
+
+
 def status_view(job_id: int) -> discord.ui.View:
     """The status message's buttons: Cancel."""
     view = discord.ui.View(timeout=None)

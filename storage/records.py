@@ -99,6 +99,8 @@ class QueueState:
     queued: tuple[Candidate, ...]  # in id (arrival) order
     running_per_member: dict[int, int]  # user id -> jobs running under a live lease
     usage: dict[int, float]  # user id -> GPU seconds in the window, running time included
+    guild_usage: dict[int | None, float] = dataclasses.field(default_factory=dict)  # server -> GPU seconds, likewise
+    running_per_guild: dict[int | None, int] = dataclasses.field(default_factory=dict)  # server -> jobs running
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -107,6 +109,7 @@ class PlanRow:
 
     id: int
     user_id: int
+    guild_id: int | None
     priority: bool
     running: bool
     steps: int
@@ -132,3 +135,11 @@ class SubmitLimits:
 
     max_queued_per_member: int | None = 10
     max_queued_per_guild: int | None = 100
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class QueuedCounts:
+    """How many jobs wait for a member and for their server: the caps' cheap check before attachments are fetched."""
+
+    member: int
+    guild: int

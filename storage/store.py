@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from engine.jobs import JobSpec, JobStatus
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueueState, SubmitLimits
+from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, QueueState, SubmitLimits
 
 Chooser = Callable[[QueueState], int | None]  # picks a queued job id, or None to leave them all waiting
 PrepareSpec = Callable[[int], Awaitable[JobSpec]]  # given the new id, the spec to store (inputs copied)
@@ -31,8 +31,28 @@ class LimitReached(StoreError):
     """A submit cap is full; the message names the cap and the count."""
 
 
-class JobStore(Protocol):
-    """Persistence for jobs and measured speeds. Times are Unix seconds passed in by the caller."""
+class AlreadySubmitted(StoreError):
+    """A job was already made for this interaction: `job` is it (one job per interaction, whatever its ack did)."""
+
+    def __init__(self, job: JobRecord) -> None:
+        super().__init__(f"job #{job.id} was already made for this interaction")
+        self.job = job
+
+
+class GuildSettingsStore(Protocol):
+    """Per-server settings as text, by guild id and setting name; a setting not stored is the host's default."""
+
+    async def guild_settings(self) -> dict[int, dict[str, str]]: ...
+
+    async def set_guild_setting(
+        self, guild_id: int, name: str, value: str, *, now: float, by_user: int | None
+    ) -> None: ...
+
+    async def reset_guild_setting(self, guild_id: int, name: str) -> bool: ...
+
+
+class JobStore(GuildSettingsStore, Protocol):
+    """Persistence for jobs, measured speeds and per-server settings. Times are Unix seconds passed in by the caller."""
 
     async def close(self) -> None: ...
 
@@ -46,9 +66,12 @@ class JobStore(Protocol):
         upload_limit: int | None = None,
         priority: bool = False,
         prepare: PrepareSpec | None = None,
+        interaction_id: int | None = None,
     ) -> JobRecord: ...
 
     async def get(self, job_id: int) -> JobRecord: ...
+
+    async def queued_counts(self, user_id: int, guild_id: int | None) -> QueuedCounts: ...
 
     async def active(self) -> list[JobRecord]: ...
 
@@ -56,9 +79,11 @@ class JobStore(Protocol):
 
     async def plan_rows(self) -> list[PlanRow]: ...
 
-    async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]: ...
+    async def recent(self, user_id: int, limit: int = 10, *, guild_id: int | None = None) -> list[JobRecord]: ...
 
     async def usage(self, *, now: float) -> dict[int, float]: ...
+
+    async def guild_usage(self, *, now: float) -> dict[int | None, float]: ...
 
     async def claim_next(
         self, lease_owner: str, *, lease_s: float, now: float, choose: Chooser, device: str | None = None

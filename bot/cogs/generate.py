@@ -1,26 +1,35 @@
-"""/imagine, /animate, /style and the buttons that start new jobs: validate → JobSpec → submit → ack."""
+"""/imagine, /animate, /style and the buttons that start new jobs: cheap checks → files → JobSpec → submit → ack.
+
+The order matters (docs/discord.md, "The 3-second acknowledgement"): options, the server's rules and
+the caps are checked in memory or with one cheap count before any attachment is downloaded, and a
+command with attachments defers before it downloads. A submit that the database holds up is deferred
+too (`bot.acks.in_time`); the job is keyed by the interaction, so it is made once whatever the ack does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
-import math
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot import attachments, texts, views
-from bot.config import BotConfig, clip_for
+from bot import acks, attachments, job_options, texts, views
+from bot.attachments import IMAGE, VIDEO, FileChecks
+from bot.config import BotConfig
 from bot.delivery.status import StatusMessages
-from bot.errors import BadInput, UserError
+from bot.errors import UserError
+from bot.intake import Intake
 from bot.queue.api import JobNotFound, QueueEntry, RenderQueue
 from bot.queue.inputs import escape_path
+from bot.server_settings import ServerLimits, ServerSettings
 from engine import prompts
-from engine.errors import InvalidJob
 from engine.jobs import DEFAULT_UPSCALER, TINY, JobKind, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 
@@ -28,6 +37,7 @@ log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[discord.Client]
 
+# Discord-side ranges are the host's widest; the server's own limits are checked bot-side (bot.job_options)
 Size = app_commands.Range[int, 16, 2048]
 Iterations = app_commands.Range[int, 1, 5000]
 Seed = app_commands.Range[int, 0, 2**32 - 1]
@@ -35,30 +45,20 @@ Prompt = app_commands.Range[str, 1, 1000]
 MAX_INPUT_PIXELS = 4096 * 4096
 
 
-def check_prompt(text: str) -> None:
-    """Refuse a prompt the engine could not parse, naming the part."""
-    try:
-        prompts.validate(text=text)
-    except InvalidJob as e:
-        raise BadInput(f"prompt: {e}") from None
-
-
-def check_size(config: BotConfig, width: int, height: int) -> None:
-    for name, value in (("width", width), ("height", height)):
-        if not 16 <= value <= config.max_size:
-            raise BadInput(f"{name} must be between 16 and {config.max_size} pixels, got {value}")
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise BadInput(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-
-
 class GenerateCog(commands.Cog):
     """Commands that create render jobs: submitted to `queue`, announced through `status`."""
 
-    def __init__(self, queue: RenderQueue, status: StatusMessages, config: BotConfig) -> None:
+    def __init__(
+        self,
+        queue: RenderQueue,
+        status: StatusMessages,
+        config: BotConfig,
+        settings: ServerSettings,
+        file_checks: FileChecks,
+    ) -> None:
         self.render_queue, self.status, self.config = queue, status, config
+        self.settings, self.file_checks = settings, file_checks
+        self.intake = Intake()
 
     def button_actions(self) -> dict[str, views.ButtonAction]:
         """The job buttons this cog answers: each starts a new job from a finished one."""
@@ -95,27 +95,35 @@ class GenerateCog(commands.Cog):
         init_image: discord.Attachment | None = None,
         image_prompt: discord.Attachment | None = None,
     ) -> None:
-        spec = self._base_spec(JobKind.IMAGE, prompt, width, height, iterations, seed, model)
+        limits = self.settings.limits(interaction.guild_id)
+        spec = job_options.base_spec(
+            self.config,
+            limits,
+            JobKind.IMAGE,
+            prompt,
+            width=width,
+            height=height,
+            iterations=iterations,
+            seed=seed,
+            model=model,
+        )
         if init_image is None and image_prompt is None:
-            await self._submit_fast(interaction, spec)
+            await self._submit_fast(interaction, spec, limits)
             return
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        inputs: dict[str, Path] = {}
-        try:
-            if init_image is not None:
-                inputs["init_image"] = await attachments.fetch_image(
-                    init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
-                )
-                spec = dataclasses.replace(spec, init_image=str(inputs["init_image"]))
-            if image_prompt is not None:
-                inputs["image_prompts"] = await attachments.fetch_image(
-                    image_prompt, self.config.downloads_dir, f"{interaction.id}-prompt", self._limits()
-                )
-                spec = dataclasses.replace(spec, image_prompts=escape_path(inputs["image_prompts"]))
-        except BaseException:  # the second attachment was refused: the first one's download goes too
-            await self._discard(inputs)
-            raise
-        await self._submit_deferred(interaction, spec, inputs)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # downloads and checks take seconds
+        async with self._held(interaction, limits):
+            inputs: dict[str, Path] = {}
+            try:
+                if init_image is not None:
+                    inputs["init_image"] = await self._fetch(interaction, IMAGE, init_image, "init", limits)
+                    spec = dataclasses.replace(spec, init_image=str(inputs["init_image"]))
+                if image_prompt is not None:
+                    inputs["image_prompts"] = await self._fetch(interaction, IMAGE, image_prompt, "prompt", limits)
+                    spec = dataclasses.replace(spec, image_prompts=escape_path(inputs["image_prompts"]))
+            except BaseException:  # the second attachment was refused: the first one's download goes too
+                await self._discard(inputs)
+                raise
+            await self._submit_deferred(interaction, spec, inputs, limits)
 
     @app_commands.command(name="animate", description="Render a zoom/pan animation from a prompt")
     @app_commands.describe(
@@ -145,16 +153,30 @@ class GenerateCog(commands.Cog):
         seed: Seed | None = None,
         init_image: discord.Attachment | None = None,
     ) -> None:
-        spec = self._base_spec(JobKind.ANIMATION, prompt, width, height, iterations_per_frame, seed, None)
-        spec = self._animation(spec, frames, zoom if zoom is not None else 1.05, shift_x, shift_y, iterations_per_frame)
+        limits = self.settings.limits(interaction.guild_id)
+        spec = job_options.base_spec(
+            self.config,
+            limits,
+            JobKind.ANIMATION,
+            prompt,
+            width=width,
+            height=height,
+            iterations=iterations_per_frame,
+            seed=seed,
+            model=None,
+        )
+        zoom = 1.05 if zoom is None else zoom
+        spec = job_options.animation(
+            self.config, limits, spec, frames=frames, zoom=zoom, shift_x=shift_x, shift_y=shift_y
+        )
         if init_image is None:
-            await self._submit_fast(interaction, spec)
+            await self._submit_fast(interaction, spec, limits)
             return
         await interaction.response.defer(ephemeral=True, thinking=True)
-        path = await attachments.fetch_image(
-            init_image, self.config.downloads_dir, f"{interaction.id}-init", self._limits()
-        )
-        await self._submit_deferred(interaction, dataclasses.replace(spec, init_image=str(path)), {"init_image": path})
+        async with self._held(interaction, limits):
+            path = await self._fetch(interaction, IMAGE, init_image, "init", limits)
+            spec = dataclasses.replace(spec, init_image=str(path))
+            await self._submit_deferred(interaction, spec, {"init_image": path}, limits)
 
     @app_commands.command(name="style", description="Restyle an attached video with a prompt")
     @app_commands.describe(
@@ -180,27 +202,38 @@ class GenerateCog(commands.Cog):
         height: Size | None = None,
         seed: Seed | None = None,
     ) -> None:
-        spec = self._base_spec(JobKind.STYLE_TRANSFER, prompt, width, height, iterations_per_frame, seed, None)
-        check_range("fps", fps, 0.5, 30.0)
-        check_range("source_weight", source_weight, 0.0, 10.0)
+        limits = self.settings.limits(interaction.guild_id)
+        spec = job_options.base_spec(
+            self.config,
+            limits,
+            JobKind.STYLE_TRANSFER,
+            prompt,
+            width=width,
+            height=height,
+            iterations=iterations_per_frame,
+            seed=seed,
+            model=None,
+        )
+        job_options.style_options(fps, source_weight)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        path, duration = await attachments.fetch_video(
-            video, self.config.downloads_dir, f"{interaction.id}-video", self._limits()
-        )
-        frames = max(1, math.ceil(duration * fps))
-        if frames > self.config.max_frames:
-            await asyncio.to_thread(path.unlink, missing_ok=True)
-            raise BadInput(
-                f"{duration:.1f} s at {fps:g} fps is {frames} frames; the limit is {self.config.max_frames}; lower fps or trim the video"
+        async with self._held(interaction, limits):
+            path, info = await self._fetch_video(interaction, video, limits)
+            try:
+                frames = job_options.style_frames(limits, info.seconds or 0.0, fps)
+            except BaseException:
+                await self._discard({"video": path})
+                raise
+            spec = dataclasses.replace(
+                spec, video=str(path), frames=frames, extraction_fps=fps, fps=fps, source_image_weight=source_weight
             )
-        spec = dataclasses.replace(
-            spec, video=str(path), frames=frames, extraction_fps=fps, fps=fps, source_image_weight=source_weight
-        )
-        await self._submit_deferred(interaction, spec, {"video": path})
+            await self._submit_deferred(interaction, spec, {"video": path}, limits)
 
     @imagine.autocomplete("model")
     async def _models(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
-        names = [m for m in self.config.models if current.lower() in m.lower()]
+        # from memory (autocomplete cannot defer), this server's default first
+        default = self.settings.limits(interaction.guild_id).default_model
+        ordered = sorted(self.config.models, key=lambda m: m != default)
+        names = [m for m in ordered if current.lower() in m.lower()]
         return [app_commands.Choice(name=m, value=m) for m in names[:25]]
 
     # ---- buttons ---------------------------------------------------------------------------------
@@ -208,17 +241,18 @@ class GenerateCog(commands.Cog):
     async def follow_up(self, interaction: Interaction, job_id: int, action: str) -> None:
         """Reroll / Variation / Animate / Upscale: a new job owned by (and counted against) the clicker."""
         await interaction.response.defer(ephemeral=True, thinking=True)
-        try:
-            source = await self.render_queue.get(job_id)
+        try:  # another server's job answers as a missing one: its files never leave its server
+            source = await self.render_queue.get(job_id, guild_id=interaction.guild_id)
         except JobNotFound:
-            raise UserError(f"job #{job_id} no longer exists") from None
+            raise UserError(f"there is no job #{job_id}") from None
         if source.state is not JobStatus.DONE and action != "reroll":
             raise UserError(f"job #{job_id} has no finished result to start from")
-        spec = self.derive(source, action)
+        limits = self.settings.limits(interaction.guild_id)
+        spec = self.derive(source, action, limits)
         inputs = {"init_image": Path(spec.init_image)} if spec.init_image and action != "reroll" else {}
-        await self._submit_deferred(interaction, spec, inputs)
+        await self._submit_deferred(interaction, spec, inputs, limits)
 
-    def derive(self, source: JobRecord, action: str) -> JobSpec:
+    def derive(self, source: JobRecord, action: str, limits: ServerLimits) -> JobSpec:
         """The spec of the job a button starts from `source`."""
         spec = dataclasses.replace(source.spec, seed=None, max_bytes=None)
         result = source.result_paths[0] if source.result_paths else None
@@ -230,7 +264,7 @@ class GenerateCog(commands.Cog):
             return dataclasses.replace(spec, kind=JobKind.IMAGE, init_image=result, frames=1)
         if action == "animate":
             base = dataclasses.replace(spec, kind=JobKind.ANIMATION, init_image=result)
-            return self._animation(base, None, 1.05, 0, 0, None)
+            return job_options.animation(self.config, limits, base, frames=None, zoom=1.05, shift_x=0, shift_y=0)
         if action == "upscale":
             return JobSpec(
                 kind=JobKind.UPSCALE,
@@ -245,62 +279,53 @@ class GenerateCog(commands.Cog):
 
     # ---- building and submitting -------------------------------------------------------------------
 
-    def _limits(self) -> attachments.Limits:
+    def _file_limits(self, limits: ServerLimits) -> attachments.Limits:
         return attachments.Limits(
             max_bytes=self.config.max_attachment_bytes,
             max_pixels=MAX_INPUT_PIXELS,
-            max_video_seconds=self.config.max_video_seconds,
-            max_frames=self.config.max_frames,
+            max_video_seconds=limits.max_video_seconds,
+            max_frames=limits.max_frames,
+            timeout_s=self.config.file_check_seconds,
         )
 
-    def _base_spec(
-        self,
-        kind: JobKind,
-        prompt: str,
-        width: int | None,
-        height: int | None,
-        iterations: int | None,
-        seed: int | None,
-        model: str | None,
-    ) -> JobSpec:
-        # Discord does not re-check Range on receipt: every bound is checked again here (docs/discord.md, "Messages").
-        config = self.config
-        check_prompt(prompt)
-        width, height = width or config.default_size, height or config.default_size
-        check_size(config, width, height)
-        iterations = iterations if iterations is not None else config.default_iterations
-        check_range("iterations", iterations, 1, config.max_iterations)
-        if seed is not None:
-            check_range("seed", seed, 0, 2**32 - 1)
-        model = model or config.models[0]
-        if model not in config.models:
-            raise BadInput(f"unknown model {model!r}; choose one of: {', '.join(config.models)}")
-        return JobSpec(
-            kind=kind,
-            text_prompts=prompt,
-            width=width,
-            height=height,
-            iterations=iterations,
-            seed=seed,
-            vqgan_model=model,
-            clip_model=clip_for(model),
-            num_cuts=config.num_cuts,
+    async def _fetch(
+        self, interaction: Interaction, kind: str, attachment: discord.Attachment, role: str, limits: ServerLimits
+    ) -> Path:
+        path, _ = await attachments.fetch(
+            kind,
+            attachment,
+            self.config.downloads_dir,
+            f"{interaction.id}-{role}",
+            self._file_limits(limits),
+            self.file_checks,
+        )
+        return path
+
+    async def _fetch_video(
+        self, interaction: Interaction, video: discord.Attachment, limits: ServerLimits
+    ) -> tuple[Path, attachments.FileInfo]:
+        return await attachments.fetch(
+            VIDEO,
+            video,
+            self.config.downloads_dir,
+            f"{interaction.id}-video",
+            self._file_limits(limits),
+            self.file_checks,
         )
 
-    def _animation(
-        self, spec: JobSpec, frames: int | None, zoom: float, shift_x: int, shift_y: int, per_frame: int | None
-    ) -> JobSpec:
-        config = self.config
-        frames = frames if frames is not None else min(config.default_frames, config.max_frames)
-        check_range("frames", frames, 2, config.max_frames)
-        check_range("zoom", zoom, 0.5, 2.0)
-        check_range("shift_x", shift_x, -64, 64)
-        check_range("shift_y", shift_y, -64, 64)
-        if frames * spec.iterations > config.max_iterations * config.max_frames:
-            raise BadInput("frames × iterations_per_frame is too large")
-        return dataclasses.replace(
-            spec, frames=frames, zoom=zoom, shift_x=shift_x, shift_y=shift_y, fps=min(30.0, max(1.0, frames / 4))
-        )
+    @contextlib.asynccontextmanager
+    async def _held(self, interaction: Interaction, limits: ServerLimits) -> AsyncIterator[None]:
+        """The member's and the server's caps, checked (with the commands still being checked) before any download."""
+        owner, _ = self._owner(interaction)
+        queued = await self.render_queue.queued_counts(owner.user_id, owner.guild_id)
+        with self.intake.hold(
+            owner,
+            queued,
+            member_cap=limits.max_queued_per_member,
+            member_cap_name=limits.limit_name("max_queued_per_member"),
+            guild_cap=self.config.max_queued_per_guild,
+        ):
+            yield
 
     def _owner(self, interaction: Interaction) -> tuple[Owner, int]:
         limit = interaction.filesize_limit
@@ -310,10 +335,20 @@ class GenerateCog(commands.Cog):
             user_id=interaction.user.id, guild_id=interaction.guild_id, channel_id=interaction.channel_id
         ), limit
 
-    async def _submit(self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path]) -> QueueEntry:
+    async def _submit(
+        self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path], limits: ServerLimits
+    ) -> QueueEntry:
+        job_options.check_rules(spec, limits)
         owner, limit = self._owner(interaction)
         started = time.monotonic()
-        entry = await self.render_queue.submit(owner, spec, upload_limit=limit, inputs=inputs or None)
+        entry = await self.render_queue.submit(
+            owner,
+            spec,
+            upload_limit=limit,
+            inputs=inputs or None,
+            interaction_id=interaction.id,
+            max_queued_per_member=limits.max_queued_per_member,
+        )
         log.info(
             "job %s queued: %s by member %s in guild %s, position %s (%.0f ms)",
             entry.job.id,
@@ -325,18 +360,30 @@ class GenerateCog(commands.Cog):
         )
         return entry
 
-    async def _submit_fast(self, interaction: Interaction, spec: JobSpec) -> None:
-        entry = await self._submit(interaction, spec, {})
-        await interaction.response.send_message(texts.ack_text(entry, time.time()), ephemeral=True)
-        await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
+    async def _submit_fast(self, interaction: Interaction, spec: JobSpec, limits: ServerLimits) -> None:
+        # usually a few milliseconds; deferred first when the database holds it up
+        entry = await acks.in_time(
+            interaction, self._submit(interaction, spec, {}, limits), self.config.ack_budget_seconds
+        )
+        await self._acknowledge(interaction, entry)
 
-    async def _submit_deferred(self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path]) -> None:
+    async def _submit_deferred(
+        self, interaction: Interaction, spec: JobSpec, inputs: dict[str, Path], limits: ServerLimits
+    ) -> None:
         try:
-            entry = await self._submit(interaction, spec, inputs)
+            entry = await self._submit(interaction, spec, inputs, limits)
         finally:  # the queue keeps its own copy of a job's inputs
             await self._discard(inputs)
-        await interaction.edit_original_response(content=texts.ack_text(entry, time.time()))
-        await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
+        await self._acknowledge(interaction, entry)
+
+    async def _acknowledge(self, interaction: Interaction, entry: QueueEntry) -> None:
+        """Tell the member (a failed ack loses nothing: the job is stored), then post the public status message."""
+        try:
+            await acks.answer(interaction, texts.ack_text(entry, time.time()))
+        except discord.HTTPException as e:
+            log.warning("job %s: the ack to member %s failed (HTTP %s)", entry.job.id, interaction.user.id, e.status)
+        if not entry.duplicate:  # the first submit of this interaction posted it
+            await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
 
     async def _discard(self, inputs: dict[str, Path]) -> None:
         """Delete the downloads among `inputs` (never a finished job's result a button started from)."""

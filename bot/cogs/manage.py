@@ -1,29 +1,37 @@
-"""/queue, /cancel, /job and the Cancel button. Replies are ephemeral; the channel shows state changes."""
+"""/queue, /cancel, /job and the Cancel button. Replies are ephemeral; the channel shows state changes.
+
+Every look-up is scoped to the server the interaction comes from: another server's job answers exactly
+as an id that does not exist, so a moderator's rights, a /job's files and a button's action never reach
+outside their own server. Answers that the database holds up are deferred first (`bot.acks.in_time`).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 from discord.utils import MISSING
 
-from bot import texts, views
+from bot import acks, texts, views
 from bot.config import BotConfig
 from bot.delivery.fitting import fitted_info
 from bot.errors import UserError
-from bot.queue.api import JobNotFound, RenderQueue
+from bot.queue.api import JobNotFound, QueueEntry, RenderQueue
+from bot.server_settings import ServerSettings
 from storage.records import JobRecord
 
 log = logging.getLogger(__name__)
 
 Interaction = discord.Interaction[discord.Client]
 JobId = app_commands.Range[int, 1, 2**53]
-QUEUE_LINES = 15
+T = TypeVar("T")
 
 
 class CommandSync(Protocol):
@@ -35,8 +43,13 @@ class CommandSync(Protocol):
 
 
 def is_moderator(interaction: Interaction, moderator_role: str | None) -> bool:
-    """Manage Messages in the channel, or the configured moderator role (by id or by name)."""
-    if interaction.permissions.manage_messages:
+    """Manage Messages or Administrator in the channel, or the server's moderator role (by id or by name).
+
+    These are the member's rights in the server the interaction comes from, so they count only for that
+    server's jobs: every look-up is scoped to it.
+    """
+    perms = interaction.permissions
+    if perms.manage_messages or perms.administrator:
         return True
     member = interaction.user
     if not moderator_role or not isinstance(member, discord.Member):
@@ -47,8 +60,20 @@ def is_moderator(interaction: Interaction, moderator_role: str | None) -> bool:
 class ManageCog(commands.Cog):
     """Looking at and cancelling jobs in `queue`, and syncing the commands through `commands_sync`."""
 
-    def __init__(self, queue: RenderQueue, config: BotConfig, commands_sync: CommandSync) -> None:
-        self.render_queue, self.config, self.commands_sync = queue, config, commands_sync
+    def __init__(
+        self, queue: RenderQueue, config: BotConfig, settings: ServerSettings, commands_sync: CommandSync
+    ) -> None:
+        self.render_queue, self.config, self.settings, self.commands_sync = queue, config, settings, commands_sync
+
+    async def _in_time(self, interaction: Interaction, work: Coroutine[Any, Any, T]) -> T:
+        return await acks.in_time(interaction, work, self.config.ack_budget_seconds)
+
+    async def _job(self, interaction: Interaction, job_id: int) -> JobRecord:
+        """The job, if it is this server's; otherwise the same refusal as for an id that does not exist."""
+        try:
+            return await self.render_queue.get(job_id, guild_id=interaction.guild_id)
+        except JobNotFound:
+            raise UserError(f"there is no job #{job_id}") from None
 
     def button_actions(self) -> dict[str, views.ButtonAction]:
         """The job buttons this cog answers."""
@@ -57,47 +82,46 @@ class ManageCog(commands.Cog):
     @app_commands.command(name="queue", description="Show the render queue and where your jobs are")
     @app_commands.guild_only()
     async def queue(self, interaction: Interaction) -> None:
-        entries = await self.render_queue.snapshot()
-        now, me = time.time(), interaction.user.id
-        if not entries:
-            await interaction.response.send_message("The queue is empty; a new job starts at once.", ephemeral=True)
-            return
-        lines = [f"**{len(entries)} job(s)** in the queue:"]
-        shown = entries[:QUEUE_LINES] + [e for e in entries[QUEUE_LINES:] if e.job.owner.user_id == me]
-        for e in shown:
-            where = "▶ running" if e.position == 0 else f"{e.position}."
-            mine = " **(yours)**" if e.job.owner.user_id == me else ""
-            prompt = texts.quote_prompt(e.job.spec.text_prompts, 60)
-            lines.append(
-                f"{where} #{e.job.id} {texts.KIND_NAMES[e.job.kind]} “{prompt}”{mine} · done {texts.eta(e.eta_done_s, now)}"
-            )
-        if not any(e.job.owner.user_id == me for e in entries):
-            lines.append("You have no jobs in the queue.")
-        await interaction.response.send_message(texts.truncate("\n".join(lines), texts.CONTENT_LIMIT), ephemeral=True)
+        entries = await self._in_time(interaction, self.render_queue.snapshot())
+        text = texts.queue_text(entries, guild_id=interaction.guild_id, member=interaction.user.id, now=time.time())
+        await acks.answer(interaction, text)
 
     @app_commands.command(name="cancel", description="Cancel your job (your latest by default)")
     @app_commands.describe(job="Job id; moderators may cancel anyone's")
     @app_commands.guild_only()
     async def cancel(self, interaction: Interaction, job: JobId | None = None) -> None:
-        if job is None:
-            mine = [j for j in await self.render_queue.recent(interaction.user.id, 20) if not j.finished]
-            if not mine:
-                raise UserError("you have no queued or running job")
-            job = max(mine, key=lambda j: j.id).id
-        await self._cancel(interaction, job)
+        record = await self._in_time(interaction, self._cancel(interaction, job))
+        done = "Cancelled" if record.finished else "Stopping"
+        await acks.answer(interaction, f"{done} job **#{record.id}**.")
 
     async def cancel_button(self, interaction: Interaction, job_id: int, action: str) -> None:
-        await self._cancel(interaction, job_id)
+        record = await self._in_time(interaction, self._cancel(interaction, job_id))
+        done = "Cancelled" if record.finished else "Stopping"
+        await acks.answer(interaction, f"{done} job **#{record.id}**.")
 
-    async def _cancel(self, interaction: Interaction, job_id: int) -> None:
-        moderator = is_moderator(interaction, self.config.moderator_role)
+    async def _cancel(self, interaction: Interaction, job_id: int | None) -> JobRecord:
+        """Cancel `job_id` (None: the member's latest unfinished job in this server), if it is this server's."""
+        if job_id is None:
+            recent = await self.render_queue.recent(interaction.user.id, 20, guild_id=interaction.guild_id)
+            mine = [j for j in recent if not j.finished]
+            if not mine:
+                raise UserError("you have no queued or running job in this server")
+            job_id = max(mine, key=lambda j: j.id).id
+        moderator = is_moderator(interaction, self.settings.limits(interaction.guild_id).moderator_role)
         try:
-            record = await self.render_queue.cancel(job_id, by_user=interaction.user.id, moderator=moderator)
+            record = await self.render_queue.cancel(
+                job_id, by_user=interaction.user.id, moderator=moderator, guild_id=interaction.guild_id
+            )
         except JobNotFound:
             raise UserError(f"there is no job #{job_id}") from None
-        log.info("job %s cancel requested by member %s (moderator %s)", job_id, interaction.user.id, moderator)
-        done = "Cancelled" if record.finished else "Stopping"
-        await interaction.response.send_message(f"{done} job **#{job_id}**.", ephemeral=True)
+        log.info(
+            "job %s cancel requested by member %s in guild %s (moderator %s)",
+            job_id,
+            interaction.user.id,
+            interaction.guild_id,
+            moderator,
+        )
+        return record
 
     @app_commands.command(name="sync", description="Owner only: sync the bot's slash commands with Discord now")
     @app_commands.default_permissions(administrator=True)
@@ -114,29 +138,32 @@ class ManageCog(commands.Cog):
     @app_commands.describe(id="The job id")
     @app_commands.guild_only()
     async def job(self, interaction: Interaction, id: JobId) -> None:
-        try:
-            record = await self.render_queue.get(id)
-        except JobNotFound:
-            raise UserError(f"there is no job #{id}") from None
-        entry = next((e for e in await self.render_queue.snapshot() if e.job.id == id), None)
-        full_size = None
+        record, entry, posted, full_size = await self._in_time(interaction, self._look_up(interaction, id))
         files: list[discord.File] = []
-        if record.result_paths:
-            result = Path(record.result_paths[0])
-            posted = result
-            if (fitted := fitted_info(result)) is not None:
-                posted, full_size = fitted
-            if posted.exists() and posted.stat().st_size <= interaction.filesize_limit * 0.95:
-                files.append(discord.File(posted, filename=f"job-{record.id}{posted.suffix}"))
+        if posted is not None:
+            files.append(discord.File(posted, filename=f"job-{record.id}{posted.suffix}"))
         text = texts.job_text(record, entry=entry, now=time.time(), full_size=full_size, link=self._link(record))
         view = self._view(record)
         try:
-            await interaction.response.send_message(
-                text, ephemeral=True, files=files, view=view if view is not None else MISSING
-            )
+            await acks.answer(interaction, text, files=files, view=view if view is not None else MISSING)
         finally:
-            for file in files:  # InteractionResponse.send_message leaves its files open
+            for file in files:  # discord.py leaves an answer's files open
                 file.close()
+
+    async def _look_up(
+        self, interaction: Interaction, job_id: int
+    ) -> tuple[JobRecord, QueueEntry | None, Path | None, int | None]:
+        """/job's job (this server's only), its queue entry, the file to attach (None: none fits) and, for a
+        re-encoded result, the full file's size."""
+        record = await self._job(interaction, job_id)
+        entry = next((e for e in await self.render_queue.snapshot() if e.job.id == job_id), None)
+        if not record.result_paths:
+            return record, entry, None, None
+        return (
+            record,
+            entry,
+            *await asyncio.to_thread(_result_file, Path(record.result_paths[0]), interaction.filesize_limit),
+        )
 
     @staticmethod
     def _view(record: JobRecord) -> discord.ui.View | None:
@@ -150,3 +177,13 @@ class ManageCog(commands.Cog):
         if not message or not record.owner.guild_id or not record.owner.channel_id:
             return None
         return f"https://discord.com/channels/{record.owner.guild_id}/{record.owner.channel_id}/{message}"
+
+
+def _result_file(result: Path, upload_limit: int) -> tuple[Path | None, int | None]:
+    """The file /job attaches for `result` (None when none fits `upload_limit`), and the full size of a re-encoded one."""
+    posted, full_size = result, None
+    if (fitted := fitted_info(result)) is not None:
+        posted, full_size = fitted
+    if posted.exists() and posted.stat().st_size <= upload_limit * 0.95:
+        return posted, full_size
+    return None, full_size

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.jobs import Artifact, JobSpec, JobStatus, ProgressCallback
-from storage.records import Claim, JobRecord, LeaseState, Owner
+from storage.records import Claim, JobRecord, LeaseState, Owner, QueuedCounts
 
 
 class Renderer(Protocol):
@@ -65,6 +65,7 @@ class QueueEntry:
     position: int
     eta_start_s: float | None  # seconds from now until it starts (0 when running); None when unknown
     eta_done_s: float | None  # seconds from now until it finishes
+    duplicate: bool = False  # a submit for an interaction that already made this job (nothing new was made)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,21 +107,34 @@ class RenderQueue(Protocol):
         upload_limit: int | None = None,
         priority: bool = False,
         inputs: Mapping[str, Path] | None = None,
+        interaction_id: int | None = None,
+        max_queued_per_member: int | None = None,
     ) -> QueueEntry:
-        """Validate, copy input files into the data directory, persist; raise `QueueRefused` with the reason."""
+        """Validate, copy input files into the data directory, persist; raise `QueueRefused` with the reason.
+
+        One job per `interaction_id`: submitting it again answers the job it made (`QueueEntry.duplicate`).
+        `max_queued_per_member` is the server's own cap, when it is below the host's.
+        """
         ...
 
-    async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> JobRecord:
-        """Remove a queued job at once or stop a running one (keeping its partial result)."""
+    async def cancel(
+        self, job_id: int, *, by_user: int, moderator: bool = False, guild_id: int | None = None
+    ) -> JobRecord:
+        """Remove a queued job at once or stop a running one (keeping its partial result); with `guild_id`, only a
+        job of that server (another server's is `JobNotFound`)."""
         ...
 
-    async def get(self, job_id: int) -> JobRecord: ...
+    async def get(self, job_id: int, *, guild_id: int | None = None) -> JobRecord:
+        """With `guild_id`, another server's job is `JobNotFound`, exactly as an id that does not exist."""
+        ...
+
+    async def queued_counts(self, user_id: int, guild_id: int | None) -> QueuedCounts: ...
 
     async def snapshot(self) -> list[QueueEntry]:
         """Running and queued jobs, in the order they will run, with positions and ETAs."""
         ...
 
-    async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]: ...
+    async def recent(self, user_id: int, limit: int = 10, *, guild_id: int | None = None) -> list[JobRecord]: ...
 
     def subscribe(self, events: JobEvents) -> None: ...
 

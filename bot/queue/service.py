@@ -29,10 +29,12 @@ from bot.queue.inputs import StagedInputs, input_files
 from bot.queue.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, SubmitLimits
-from storage.store import JobStore, LimitReached, NoSuchJob
+from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits
+from storage.store import AlreadySubmitted, JobStore, LimitReached, NoSuchJob
 
 log = logging.getLogger(__name__)
+
+MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer: a forged custom id beyond it names no job
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +46,7 @@ class QueueConfig:
     max_running_per_member: int | None = 1
     max_queued_per_member: int | None = 10
     max_queued_per_guild: int | None = 100
+    max_running_per_guild: int | None = None
     admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
 
 
@@ -66,7 +69,9 @@ class JobQueue:
         self.data_dir = Path(data_dir)
         self.config = config or QueueConfig()
         self.policy = FairShare(
-            priority_weight=self.config.priority_weight, max_running_per_member=self.config.max_running_per_member
+            priority_weight=self.config.priority_weight,
+            max_running_per_member=self.config.max_running_per_member,
+            max_running_per_guild=self.config.max_running_per_guild,
         )
         self.clock = clock
         self.speeds = SpeedBook()
@@ -110,11 +115,15 @@ class JobQueue:
         upload_limit: int | None = None,
         priority: bool = False,
         inputs: Mapping[str, Path] | None = None,
+        interaction_id: int | None = None,
+        max_queued_per_member: int | None = None,
     ) -> QueueEntry:
         """Validate, copy input files into the data directory, persist; raise `QueueRefused` with the reason.
 
         `inputs` maps a spec field (`init_image`, `video`) to a local file; a spec path not listed
-        there is copied too, so a job never depends on a file outside the data directory.
+        there is copied too, so a job never depends on a file outside the data directory. A second
+        submit for one `interaction_id` makes no job: it answers the first one's entry, `duplicate` set.
+        `max_queued_per_member` is a server's own cap, used when it is below the queue's.
         """
         await self.load_speeds()
         admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
@@ -126,7 +135,7 @@ class JobQueue:
             return await staged.move_to(self.data_dir / "inputs" / str(job_id), spec)
 
         limits = SubmitLimits(
-            max_queued_per_member=self.config.max_queued_per_member,
+            max_queued_per_member=_lower(self.config.max_queued_per_member, max_queued_per_member),
             max_queued_per_guild=self.config.max_queued_per_guild,
         )
         try:
@@ -138,15 +147,22 @@ class JobQueue:
                 upload_limit=upload_limit,
                 priority=priority,
                 prepare=prepare if staged is not None else None,
+                interaction_id=interaction_id,
             )
         except LimitReached as e:
             raise QueueRefused(str(e)) from e
+        except AlreadySubmitted as e:
+            log.warning("job %s: interaction %s submitted again; no second job", e.job.id, interaction_id)
+            return dataclasses.replace(await self._entry(e.job), duplicate=True)
         finally:
             if staged is not None:
                 await staged.discard()
         log.info("job %s queued for user %s (%s %dx%d)", job.id, owner.user_id, spec.kind, spec.width, spec.height)
         for runner in self._runners:
             runner.wake()
+        return await self._entry(job)
+
+    async def _entry(self, job: JobRecord) -> QueueEntry:
         for planned in await self._plan():
             if planned.id == job.id:
                 return QueueEntry(
@@ -155,9 +171,14 @@ class JobQueue:
         # a runner already finished it (a tiny job on an idle queue)
         return QueueEntry(job=await self.get(job.id), position=0, eta_start_s=0.0, eta_done_s=0.0)
 
-    async def cancel(self, job_id: int, *, by_user: int, moderator: bool = False) -> JobRecord:
-        """Remove a queued job at once or stop a running one (it keeps its partial result)."""
-        job = await self.get(job_id)
+    async def cancel(
+        self, job_id: int, *, by_user: int, moderator: bool = False, guild_id: int | None = None
+    ) -> JobRecord:
+        """Remove a queued job at once or stop a running one (it keeps its partial result).
+
+        With `guild_id`, only a job of that server can be cancelled (`moderator` is the canceller's right there).
+        """
+        job = await self.get(job_id, guild_id=guild_id)
         if job.owner.user_id != by_user and not moderator:
             raise NotAllowed(f"only the member who asked for job #{job_id}, or a moderator, can cancel it")
         if job.finished:
@@ -175,12 +196,22 @@ class JobQueue:
         log.info("job %s: cancel requested by user %s", job_id, by_user)
         return await self.get(job_id)
 
-    async def get(self, job_id: int) -> JobRecord:
+    async def get(self, job_id: int, *, guild_id: int | None = None) -> JobRecord:
+        """The job; with `guild_id`, only if it belongs to that server: another server's job is JobNotFound,
+        exactly as an id that does not exist (nothing tells that it exists)."""
         try:
+            if not 0 < job_id <= MAX_JOB_ID:
+                raise NoSuchJob(f"no job #{job_id}")
             job = await self.store.get(job_id)
+            if guild_id is not None and job.owner.guild_id != guild_id:
+                raise NoSuchJob(f"no job #{job_id}")
         except NoSuchJob as e:
             raise JobNotFound(f"there is no job #{job_id}") from e
         return self._with_live(job)
+
+    async def queued_counts(self, user_id: int, guild_id: int | None) -> QueuedCounts:
+        """How many jobs wait for the member and for the server (the caps' cheap check; submit checks again)."""
+        return await self.store.queued_counts(user_id, guild_id)
 
     def _with_live(self, job: JobRecord) -> JobRecord:
         live = self._live.get(job.id)
@@ -208,12 +239,17 @@ class JobQueue:
         await self.load_speeds()
         rows = await self.store.plan_rows()
         usage = await self.store.usage(now=self.clock())
+        guild_usage = await self.store.guild_usage(now=self.clock())
         live = {job_id: (u.step, u.eta_done_s) for job_id, u in self._live.items()}
         # a thousand queued jobs take milliseconds of pure Python: keep that off the event loop
-        return await asyncio.to_thread(self._simulate, rows, usage, live)
+        return await asyncio.to_thread(self._simulate, rows, usage, guild_usage, live)
 
     def _simulate(
-        self, rows: list[PlanRow], usage: dict[int, float], live: dict[int, tuple[int, float | None]]
+        self,
+        rows: list[PlanRow],
+        usage: dict[int, float],
+        guild_usage: dict[int | None, float],
+        live: dict[int, tuple[int, float | None]],
     ) -> list[Planned]:
         devices = self.config.devices
         running: list[Work] = []
@@ -224,14 +260,16 @@ class JobQueue:
                 if eta is None:
                     rate = self.speeds.seconds_per_step(SpeedClass.of(row), (row.device,) if row.device else devices)
                     eta = max(0, row.steps - step) * rate
-                running.append(Work(row.id, row.user_id, row.priority, eta))
+                running.append(Work(row.id, row.user_id, row.priority, eta, row.guild_id))
             else:
                 rate = self.speeds.seconds_per_step(SpeedClass.of(row), devices)
-                queued.append(Work(row.id, row.user_id, row.priority, max(0, row.steps - row.steps_done) * rate))
-        return plan(self.policy, running, queued, usage, workers=len(devices))
+                seconds = max(0, row.steps - row.steps_done) * rate
+                queued.append(Work(row.id, row.user_id, row.priority, seconds, row.guild_id))
+        return plan(self.policy, running, queued, usage, workers=len(devices), guild_usage=guild_usage)
 
-    async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
-        return [self._with_live(j) for j in await self.store.recent(user_id, limit)]
+    async def recent(self, user_id: int, limit: int = 10, *, guild_id: int | None = None) -> list[JobRecord]:
+        """A member's jobs, newest first (of server `guild_id` only, when given)."""
+        return [self._with_live(j) for j in await self.store.recent(user_id, limit, guild_id=guild_id)]
 
     def subscribe(self, events: JobEvents) -> None:
         self._subscribers.append(events)
@@ -348,3 +386,10 @@ class JobQueue:
         task = asyncio.get_running_loop().create_task(guarded())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _lower(cap: int | None, other: int | None) -> int | None:
+    """The stricter of two caps (None: no cap)."""
+    if cap is None or other is None:
+        return other if cap is None else cap
+    return min(cap, other)

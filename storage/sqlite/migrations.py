@@ -71,6 +71,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 4: every server its own space: per-server settings; at most one job per interaction (a unique key, so a
+    # replayed or retried interaction finds its job instead of making another); server look-ups by index
+    (
+        """
+        CREATE TABLE guild_settings (
+            guild_id INTEGER NOT NULL,
+            name TEXT NOT NULL,
+            value TEXT NOT NULL,
+            updated_at REAL NOT NULL,
+            updated_by INTEGER,
+            PRIMARY KEY (guild_id, name)
+        )
+        """,
+        "ALTER TABLE jobs ADD COLUMN interaction_id INTEGER",
+        "CREATE UNIQUE INDEX jobs_interaction ON jobs (interaction_id)",
+        "CREATE INDEX jobs_guild ON jobs (guild_id, state, id)",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -23,7 +23,7 @@ RECORD_COLUMNS = (
 
 # what `plan_row` reads, in its order: no spec decoding, so planning a thousand jobs stays cheap
 PLAN_COLUMNS = (
-    "id, user_id, priority, state, steps, CASE WHEN state = 'running' "
+    "id, user_id, guild_id, priority, state, steps, CASE WHEN state = 'running' "
     "THEN MAX(step, COALESCE(checkpoint_step, 0)) ELSE checkpoint_step END, "
     "json_extract(spec, '$.vqgan_model'), json_extract(spec, '$.clip_model'), json_extract(spec, '$.width'), "
     "json_extract(spec, '$.height'), json_extract(spec, '$.num_cuts'), device"
@@ -85,10 +85,11 @@ def job_record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
 
 def plan_row(_cursor: object, row: tuple[Any, ...]) -> PlanRow:
     """A row of `PLAN_COLUMNS` as a plan row."""
-    job_id, user_id, priority, state, steps, done, vqgan, clip, width, height, cuts, device = row
+    job_id, user_id, guild_id, priority, state, steps, done, vqgan, clip, width, height, cuts, device = row
     return PlanRow(
         id=job_id,
         user_id=user_id,
+        guild_id=guild_id,
         priority=bool(priority),
         running=state == "running",
         steps=steps,

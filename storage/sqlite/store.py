@@ -17,10 +17,22 @@ from typing import Any
 import aiosqlite
 
 from engine.jobs import JobSpec, JobStatus, spec_to_json
-from storage.records import Candidate, Claim, JobRecord, LeaseState, Owner, PlanRow, QueueState, SubmitLimits, job_steps
+from storage.records import (
+    Candidate,
+    Claim,
+    JobRecord,
+    LeaseState,
+    Owner,
+    PlanRow,
+    QueuedCounts,
+    QueueState,
+    SubmitLimits,
+    job_steps,
+)
+from storage.sqlite import guild_settings
 from storage.sqlite.db import connect, immediate
 from storage.sqlite.rows import PLAN_COLUMNS, RECORD_COLUMNS, fetch_all, job_record, plan_row
-from storage.store import Chooser, LimitReached, NoSuchJob, PrepareSpec
+from storage.store import AlreadySubmitted, Chooser, LimitReached, NoSuchJob, PrepareSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,19 +91,25 @@ class SqliteJobStore:
         upload_limit: int | None = None,
         priority: bool = False,
         prepare: PrepareSpec | None = None,
+        interaction_id: int | None = None,
     ) -> JobRecord:
         """Insert a queued job after checking the caps, all in one transaction.
 
         `prepare(job_id)` runs inside the transaction (to copy input files under the new id) and
-        returns the spec to store; if it raises, nothing is inserted.
+        returns the spec to store; if it raises, nothing is inserted. A job already made for
+        `interaction_id` raises `AlreadySubmitted` with it (the column is unique: one job per interaction).
         """
         spec_json = spec_to_json(spec)  # validates that the spec serialises before anything is written
         steps, frames = job_steps(spec)
         async with self._lock, immediate(self._conn):
+            if interaction_id is not None:
+                made = await self._records("interaction_id = ?", (interaction_id,))
+                if made:
+                    raise AlreadySubmitted(made[0])
             await self._check_caps(owner, limits)
             cursor = await self._conn.execute(
                 "INSERT INTO jobs (kind, user_id, guild_id, channel_id, spec, state, priority, created_at, steps, "
-                "frames, upload_limit) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)",
+                "frames, upload_limit, interaction_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?, ?)",
                 (
                     spec.kind.value,
                     owner.user_id,
@@ -103,6 +121,7 @@ class SqliteJobStore:
                     steps,
                     frames,
                     upload_limit,
+                    interaction_id,
                 ),
             )
             job_id = cursor.lastrowid
@@ -115,24 +134,31 @@ class SqliteJobStore:
 
     async def _check_caps(self, owner: Owner, limits: SubmitLimits) -> None:
         """Raise `LimitReached` when the member's or the server's queued jobs are at their cap (inside the insert)."""
+        counts = await self._queued_counts(owner.user_id, owner.guild_id)
         if limits.max_queued_per_member is not None:
-            row = await self._one("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state = 'queued'", (owner.user_id,))
-            count = row[0] if row else 0
+            count = counts.member
             if count >= limits.max_queued_per_member:
                 raise LimitReached(
                     f"you already have {count} jobs waiting (the limit is {limits.max_queued_per_member}); "
                     "wait for one to start or cancel one"
                 )
         if limits.max_queued_per_guild is not None and owner.guild_id is not None:
-            row = await self._one(
-                "SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state = 'queued'", (owner.guild_id,)
-            )
-            count = row[0] if row else 0
+            count = counts.guild
             if count >= limits.max_queued_per_guild:
                 raise LimitReached(
                     f"this server already has {count} jobs waiting (the limit is {limits.max_queued_per_guild}); "
                     "try again when the queue is shorter"
                 )
+
+    async def _queued_counts(self, user_id: int, guild_id: int | None) -> QueuedCounts:
+        member = await self._one("SELECT COUNT(*) FROM jobs WHERE user_id = ? AND state = 'queued'", (user_id,))
+        guild = await self._one("SELECT COUNT(*) FROM jobs WHERE guild_id = ? AND state = 'queued'", (guild_id,))
+        return QueuedCounts(member=member[0] if member else 0, guild=guild[0] if guild else 0)
+
+    async def queued_counts(self, user_id: int, guild_id: int | None) -> QueuedCounts:
+        """How many jobs wait for the member (anywhere) and for the server."""
+        async with self._lock:
+            return await self._queued_counts(user_id, guild_id)
 
     async def get(self, job_id: int) -> JobRecord:
         async with self._lock:
@@ -153,7 +179,7 @@ class SqliteJobStore:
                 found.update((r.id, r) for r in await self._records(f"id IN ({marks})", chunk))
         return [found[i] for i in job_ids if i in found]
 
-    async def plan_rows(self) -> list[PlanRow]:
+    async def plan_rows(self) -> list[PlanRow]:  # every server's: positions count the other servers' jobs
         """Running and queued jobs with just what scheduling and ETAs need (no spec decoding)."""
         async with (
             self._lock,
@@ -163,25 +189,44 @@ class SqliteJobStore:
         ):
             return await fetch_all(cursor, plan_row)
 
-    async def recent(self, user_id: int, limit: int = 10) -> list[JobRecord]:
-        """A member's jobs, newest first."""
+    async def recent(self, user_id: int, limit: int = 10, *, guild_id: int | None = None) -> list[JobRecord]:
+        """A member's jobs, newest first; only those of server `guild_id` when it is given."""
         async with self._lock:
-            return await self._records("user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+            if guild_id is None:
+                return await self._records("user_id = ? ORDER BY id DESC LIMIT ?", (user_id, limit))
+            return await self._records(
+                "user_id = ? AND guild_id = ? ORDER BY id DESC LIMIT ?", (user_id, guild_id, limit)
+            )
 
     async def usage(self, *, now: float) -> dict[int, float]:
         """GPU seconds per member in the usage window, a running job's elapsed time included."""
         async with self._lock:
-            return await self._usage(now - self.usage_window_s, now)
+            return await self._member_usage(now - self.usage_window_s, now)
 
-    async def _usage(self, since: float, now: float) -> dict[int, float]:
+    async def guild_usage(self, *, now: float) -> dict[int | None, float]:
+        """GPU seconds per server in the usage window, a running job's elapsed time included."""
+        async with self._lock:
+            return await self._guild_usage(now - self.usage_window_s, now)
+
+    async def _member_usage(self, since: float, now: float) -> dict[int, float]:
+        return {int(who): seconds for who, seconds in await self._usage("user_id", since, now)}
+
+    async def _guild_usage(self, since: float, now: float) -> dict[int | None, float]:
+        return {
+            (int(who) if who is not None else None): seconds
+            for who, seconds in await self._usage("guild_id", since, now)
+        }
+
+    async def _usage(self, column: str, since: float, now: float) -> list[tuple[Any, float]]:
+        # `column` is one of two names written here, never input
         rows = await self._all(
-            "SELECT user_id, SUM(gpu_seconds + CASE WHEN state = 'running' AND run_started_at IS NOT NULL "
+            f"SELECT {column}, SUM(gpu_seconds + CASE WHEN state = 'running' AND run_started_at IS NOT NULL "
             "THEN MAX(0, :now - run_started_at) ELSE 0 END) FROM jobs "
             "WHERE finished_at >= :since OR state = 'running' OR (state = 'queued' AND gpu_seconds > 0) "
-            "GROUP BY user_id",
+            f"GROUP BY {column}",
             {"now": now, "since": since},
         )
-        return {int(r[0]): float(r[1]) for r in rows}
+        return [(r[0], float(r[1])) for r in rows]
 
     async def cancel_queued(self, job_id: int, *, now: float) -> JobRecord | None:
         """Cancel a job that is still queued; None if it is not queued (any more)."""
@@ -269,12 +314,20 @@ class SqliteJobStore:
             Candidate(id=r[0], user_id=r[1], guild_id=r[2], priority=bool(r[3]), created_at=r[4]) for r in rows
         )
         running = await self._all(
-            "SELECT user_id, COUNT(*) FROM jobs WHERE state = 'running' AND lease_until >= ? GROUP BY user_id", (now,)
+            "SELECT user_id, guild_id FROM jobs WHERE state = 'running' AND lease_until >= ?", (now,)
         )
+        per_member: dict[int, int] = {}
+        per_guild: dict[int | None, int] = {}
+        for user_id, guild_id in running:
+            per_member[int(user_id)] = per_member.get(int(user_id), 0) + 1
+            per_guild[guild_id] = per_guild.get(guild_id, 0) + 1
+        since = now - self.usage_window_s
         return QueueState(
             queued=queued,
-            running_per_member={int(r[0]): int(r[1]) for r in running},
-            usage=await self._usage(now - self.usage_window_s, now),
+            running_per_member=per_member,
+            usage=await self._member_usage(since, now),
+            guild_usage=await self._guild_usage(since, now),
+            running_per_guild=per_guild,
         )
 
     async def _fenced(self, sql: str, params: dict[str, Any], claim: Claim) -> int:
@@ -374,6 +427,22 @@ class SqliteJobStore:
             changed = cursor.rowcount
             await cursor.close()
             return changed
+
+    # -- per-server settings --------------------------------------------------------------------
+
+    async def guild_settings(self) -> dict[int, dict[str, str]]:
+        """Every server's changed settings (guild id -> name -> value); read once at start."""
+        async with self._lock:
+            return await guild_settings.read_all(self._conn)
+
+    async def set_guild_setting(self, guild_id: int, name: str, value: str, *, now: float, by_user: int | None) -> None:
+        async with self._lock, immediate(self._conn):
+            await guild_settings.write(self._conn, guild_id, name, value, now=now, by_user=by_user)
+
+    async def reset_guild_setting(self, guild_id: int, name: str) -> bool:
+        """Back to the host's default; False when the server had not changed it."""
+        async with self._lock, immediate(self._conn):
+            return await guild_settings.delete(self._conn, guild_id, name)
 
     # -- measured speed -------------------------------------------------------------------------
 

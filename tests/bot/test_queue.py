@@ -165,7 +165,7 @@ async def test_etas_come_from_measured_speed_and_survive_a_restart(tmp_path: Pat
         await queue.submit(ALICE, SPEC)
         await queue.submit(BOB, SPEC)
     async with open_queue(tmp_path / "jobs.sqlite3", tmp_path) as queue:
-        third = await queue.submit(CAROL, SPEC)
+        third = await queue.submit(Owner(user_id=4, guild_id=ALICE.guild_id), SPEC)  # the same server: behind both
         assert (third.position, third.eta_start_s, third.eta_done_s) == (3, 40.0, 60.0)
 
 

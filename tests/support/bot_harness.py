@@ -17,10 +17,11 @@ from typing import Any
 import discord
 
 from bot.app import VQBot, point_at
+from bot.attachments import MemberFileCheck, check_member_file
 from bot.config import BotConfig
 from bot.queue.admission import AdmissionLimits
-from bot.queue.api import JobNotFound
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.api import JobNotFound, Renderer
+from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import ServiceConfig, build_services
 from storage.records import JobRecord
@@ -29,7 +30,8 @@ from tests.support.gate import StepGate
 from tests.support.renderer import FakeRenderer
 from tests.support.waiting import eventually
 
-ALICE, BOB, CAROL = 111111111111111111, 222222222222222222, 333333333333333333  # members of the fake guild
+ALICE, BOB, CAROL = 111111111111111111, 222222222222222222, 333333333333333333  # members of the first guild
+DAVE, ERIN = 444444444444444444, 555555555555555555  # members of the second guild (CAROL is in both)
 
 
 @dataclasses.dataclass
@@ -68,11 +70,15 @@ async def running_bot(
     hold_at: int | None = None,
     max_queued: int = 3,
     devices: tuple[str, ...] = ("cpu",),
+    file_check: MemberFileCheck = check_member_file,
+    renderer: RendererFactory | None = None,
 ) -> AsyncIterator[Harness]:
     """The real discord.py bot in this event loop, over a real queue in `config.data_dir`.
 
     `hold_at`: the gate's first limit (renders wait after that step until the test moves it).
+    `file_check` checks attachments (a test can hold it); `renderer(device, gate)` replaces the fake renderer.
     """
+    config = dataclasses.replace(config, max_queued_per_member=max_queued)  # the host's cap, as the bot knows it
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     point_at(fake.api_base, fake.gateway_url)
     fake.identified.clear()
@@ -81,15 +87,24 @@ async def running_bot(
     )
     services_config = ServiceConfig(
         bot=config,
-        queue=QueueConfig(devices=devices, max_queued_per_member=max_queued, admission=limits),
+        queue=QueueConfig(
+            devices=devices,
+            max_queued_per_member=max_queued,
+            max_queued_per_guild=config.max_queued_per_guild,
+            admission=limits,
+        ),
         runner=RunnerConfig(preview_interval_s=config.preview_seconds, poll_s=0.1) if run_jobs else None,
         store_url=config.data_dir / "jobs.sqlite3",
     )
     gate = StepGate(hold_at)
+
+    def make_renderer(device: str) -> Renderer:
+        if renderer is not None:
+            return renderer(device)
+        return FakeRenderer(device, noise=True, gate=gate)
+
     try:
-        async with build_services(
-            services_config, lambda device: FakeRenderer(device, noise=True, gate=gate)
-        ) as services:
+        async with build_services(services_config, make_renderer, file_check=file_check) as services:
             task = asyncio.create_task(services.bot.start(BOT_TOKEN))
             try:
                 await asyncio.wait_for(fake.identified.wait(), 15)

@@ -58,16 +58,39 @@ class Fault:
 
 @dataclasses.dataclass(slots=True)
 class SentInteraction:
-    """An interaction the fake injected through the gateway."""
+    """An interaction the fake injected through the gateway (`payload` is what it sent, to send it again)."""
 
     id: int
     token: str
     user_id: int
     sent_at: float
+    payload: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class FakeGuild:
+    """A server the bot is in: its text channels (the first is where commands come from by default)."""
+
+    id: int
+    name: str
+    channels: tuple[tuple[int, str], ...]
+    moderator_role_id: int
+
+    @property
+    def channel_id(self) -> int:
+        return self.channels[0][0]
+
+
+# what a member may do: the everyday member's rights, and those of the server's admins
+MANAGE_MESSAGES, ADMINISTRATOR, MANAGE_GUILD = 1 << 13, 1 << 3, 1 << 5
 
 
 class FakeDiscord:
-    """One guild, one text channel, a few members; what a render bot needs of Discord."""
+    """Two guilds (the bot in both), text channels, a few members; what a render bot needs of Discord.
+
+    The first guild's ids are `guild_id`, `channel_id`, `other_channel_id`, `thread_id`; the second's
+    `second_guild_id` and `second_channel_id`. A member is in whichever guild an interaction says.
+    """
 
     def __init__(self) -> None:
         self.app_id = 900000000000000001
@@ -79,10 +102,22 @@ class FakeDiscord:
         self.archived: set[int] = set()  # channels (threads) that refuse new messages with 50083
         self.moderator_role_id = 900000000000000030
         self.owner_id = 900000000000000040
+        self.second_guild_id = 900000000000000110
+        self.second_channel_id = 900000000000000120
+        self.guilds = (
+            FakeGuild(
+                self.guild_id,
+                "Render Club",
+                ((self.channel_id, "renders"), (self.other_channel_id, "general")),
+                self.moderator_role_id,
+            ),
+            FakeGuild(self.second_guild_id, "Other Club", ((self.second_channel_id, "art"),), 900000000000000130),
+        )
         self.requests: list[Request] = []
         self.messages: dict[int, dict[str, Any]] = {}
         self.deleted: set[int] = set()
         self.files: dict[str, bytes] = {}
+        self.downloads: list[str] = []  # the CDN keys the bot fetched, in order
         self.commands: dict[str, dict[str, Any]] = {}
         self.interactions: list[SentInteraction] = []
         self.max_upload_bytes: int | None = None
@@ -120,6 +155,16 @@ class FakeDiscord:
     @property
     def gateway_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def guild_of(self, channel_id: int) -> FakeGuild:
+        """The guild a channel (or the first guild's thread) belongs to; the first guild for unknown ones."""
+        for guild in self.guilds:
+            if any(cid == channel_id for cid, _ in guild.channels):
+                return guild
+        return self.guilds[0]
+
+    def guild(self, guild_id: int | None) -> FakeGuild:
+        return next((g for g in self.guilds if g.id == guild_id), self.guilds[0])
 
     def snowflake(self) -> int:
         return discord.utils.time_snowflake(datetime.datetime.now(datetime.UTC)) + next(self._ids)
@@ -162,14 +207,23 @@ class FakeDiscord:
 
     # ---- queries for tests -------------------------------------------------------------------------
 
+    def everything_received(self) -> list[tuple[str, bytes]]:
+        """Every payload and file the bot sent (what, bytes): for searching all of it at once."""
+        found: list[tuple[str, bytes]] = []
+        for r in self.requests:
+            if r.payload is not None:
+                found.append((f"{r.method} {r.path}", json.dumps(r.payload, ensure_ascii=False).encode()))
+            found += [(f"{r.method} {r.path} file {name}", data) for name, data in r.files]
+        return found
+
     def channel_messages(self, channel_id: int | None = None) -> list[dict[str, Any]]:
         cid = str(channel_id or self.channel_id)
         return [m for mid, m in sorted(self.messages.items()) if m["channel_id"] == cid and mid not in self.deleted]
 
-    def results(self, job_id: int | None = None) -> list[dict[str, Any]]:
-        """Channel messages that carry a result file (job-N.*)."""
+    def results(self, job_id: int | None = None, channel_id: int | None = None) -> list[dict[str, Any]]:
+        """Messages in the channel (the first guild's first by default) that carry a result file (job-N.*)."""
         found = []
-        for m in self.channel_messages():
+        for m in self.channel_messages(channel_id):
             for a in m["attachments"]:
                 if re.fullmatch(r"job-\d+\.\w+", a["filename"]) and (
                     job_id is None or a["filename"].startswith(f"job-{job_id}.")
@@ -199,6 +253,12 @@ class FakeDiscord:
             "content_type": content_type,
         }
 
+    @staticmethod
+    def with_button(message: dict[str, Any], custom_id: str) -> dict[str, Any]:
+        """`message` as a modified client could present it: carrying one button with any custom id."""
+        button = {"type": 2, "style": 2, "label": "forged", "custom_id": custom_id}
+        return {**message, "components": [{"type": 1, "components": [button]}]}
+
     def delete_message(self, message_id: int) -> None:
         """What a moderator deleting the message looks like to the bot: later edits get 10008."""
         self.deleted.add(message_id)
@@ -216,26 +276,33 @@ class FakeDiscord:
         app_permissions: int,
         size_limit: int,
         message: dict[str, Any] | None = None,
+        guild_id: int | None = None,
+        permissions: int = 0,
     ) -> tuple[dict[str, Any], SentInteraction]:
         iid = self.snowflake()
         token = "aW50ZXJhY3Rpb246" + secrets.token_urlsafe(48)
-        roles = [self.moderator_role_id] if moderator else []
+        guild = self.guild(guild_id) if guild_id is not None or channel_id is None else self.guild_of(channel_id)
+        roles = [guild.moderator_role_id] if moderator else []
         payload = payloads.interaction(
             interaction_id=iid,
             token=token,
             kind=kind,
             app_id=self.app_id,
-            guild_id=self.guild_id,
-            channel_id=channel_id or self.channel_id,
-            member_data=payloads.member(user_id, role_ids=roles),
+            guild_id=guild.id,
+            channel_id=channel_id or guild.channel_id,
+            member_data=payloads.member(user_id, role_ids=roles, permissions=permissions),
             data=data,
             app_permissions=app_permissions,
             size_limit=size_limit,
             message=message,
         )
-        sent = SentInteraction(iid, token, user_id, time.monotonic())
+        sent = SentInteraction(iid, token, user_id, time.monotonic(), payload)
         self.interactions.append(sent)
         return payload, sent
+
+    async def replay(self, sent: SentInteraction) -> None:
+        """Send an interaction again, as a gateway that resumes may: the same id, the same token."""
+        await self.dispatch("INTERACTION_CREATE", sent.payload)
 
     async def slash(
         self,
@@ -244,14 +311,21 @@ class FakeDiscord:
         user_id: int,
         moderator: bool = False,
         channel_id: int | None = None,
+        guild_id: int | None = None,
+        permissions: int = 0,
         app_permissions: int = ALL_PERMISSIONS,
         size_limit: int = 10 * 1024 * 1024,
         raw_options: list[dict[str, Any]] | None = None,
+        subcommand: str | None = None,
         **options: Any,
     ) -> SentInteraction:
-        """Send a slash command; option types come from the commands the bot synced."""
+        """Send a slash command (in `guild_id`'s first channel, or in `channel_id`); option types come from the
+        commands the bot synced. `permissions` are the member's own (Manage Messages, Administrator, …)."""
         command = self.commands[name]
-        kinds = {o["name"]: o["type"] for o in command.get("options", [])}
+        declared = command.get("options", [])
+        if subcommand is not None:
+            declared = next(o for o in declared if o["name"] == subcommand).get("options", [])
+        kinds = {o["name"]: o["type"] for o in declared}
         opts, resolved = [], {}
         for key, value in options.items():
             if value is None:
@@ -262,7 +336,10 @@ class FakeDiscord:
                 opts.append({"name": key, "type": 11, "value": value["id"]})
             else:
                 opts.append({"name": key, "type": kind, "value": value})
-        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": (raw_options or []) + opts}
+        given = (raw_options or []) + opts
+        if subcommand is not None:
+            given = [{"name": subcommand, "type": 1, "options": given}]
+        data: dict[str, Any] = {"id": command["id"], "name": name, "type": 1, "options": given}
         if resolved:
             data["resolved"] = {"attachments": resolved}
         payload, sent = self._interaction(
@@ -271,6 +348,8 @@ class FakeDiscord:
             data,
             moderator=moderator,
             channel_id=channel_id,
+            guild_id=guild_id,
+            permissions=permissions,
             app_permissions=app_permissions,
             size_limit=size_limit,
         )
@@ -278,15 +357,22 @@ class FakeDiscord:
         return sent
 
     async def click(
-        self, message: dict[str, Any], custom_id: str, *, user_id: int, moderator: bool = False
+        self,
+        message: dict[str, Any],
+        custom_id: str,
+        *,
+        user_id: int,
+        moderator: bool = False,
+        permissions: int = 0,
     ) -> SentInteraction:
-        """Press a button on a message the bot posted."""
+        """Press a button on a message the bot posted (any custom id: a client can send a forged one)."""
         data = {"custom_id": custom_id, "component_type": 2}
         payload, sent = self._interaction(
             3,
             user_id,
             data,
             moderator=moderator,
+            permissions=permissions,
             channel_id=int(message["channel_id"]),
             app_permissions=ALL_PERMISSIONS,
             size_limit=10 * 1024 * 1024,
@@ -344,23 +430,26 @@ class FakeDiscord:
         ready = payloads.ready(
             bot_id=self.bot_id,
             app_id=self.app_id,
-            guild_id=self.guild_id,
+            guild_ids=[g.id for g in self.guilds],
             session_id=secrets.token_hex(16),
             gateway_url=self.gateway_url,
         )
         await ws.send_str(json.dumps({"op": 0, "t": "READY", "s": next(self._seq), "d": ready}))
-        guild = payloads.guild(
-            guild_id=self.guild_id,
-            owner_id=self.owner_id,
-            moderator_role_id=self.moderator_role_id,
-            channels=[(self.channel_id, "renders"), (self.other_channel_id, "general")],
-        )
-        await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild}))
+        for fake_guild in self.guilds:
+            guild = payloads.guild(
+                guild_id=fake_guild.id,
+                name=fake_guild.name,
+                owner_id=self.owner_id,
+                moderator_role_id=fake_guild.moderator_role_id,
+                channels=list(fake_guild.channels),
+            )
+            await ws.send_str(json.dumps({"op": 0, "t": "GUILD_CREATE", "s": next(self._seq), "d": guild}))
 
     # ---- CDN ---------------------------------------------------------------------------------------
 
     async def _cdn(self, request: web.Request) -> web.Response:
         key = f"{request.match_info['key']}/{request.match_info['name']}"
+        self.downloads.append(key)
         if key not in self.files:
             return web.Response(status=404)
         return web.Response(body=self.files[key], content_type="application/octet-stream")
@@ -455,7 +544,7 @@ class FakeDiscord:
         mid = self.snowflake()
         author = payloads.user(self.bot_id, bot=True)
         message = payloads.message(
-            message_id=mid, channel_id=channel_id, guild_id=self.guild_id, author=author, flags=flags
+            message_id=mid, channel_id=channel_id, guild_id=self.guild_of(channel_id).id, author=author, flags=flags
         )
         self._apply(message, payload or {}, files)
         message["edits"] = 0
@@ -491,9 +580,10 @@ class FakeDiscord:
                 self.thread_id, self.guild_id, self.channel_id, self.bot_id, archived=channel_id in self.archived
             )
             return 200, thread
-        names = {self.channel_id: "renders", self.other_channel_id: "general"}
-        if channel_id in names:
-            return 200, payloads.text_channel(channel_id, self.guild_id, names[channel_id])
+        for guild in self.guilds:
+            names = dict(guild.channels)
+            if channel_id in names:
+                return 200, payloads.text_channel(channel_id, guild.id, names[channel_id])
         return 404, {"code": 10003, "message": "Unknown Channel"}
 
     def _public(self, message: dict[str, Any]) -> dict[str, Any]:
@@ -514,7 +604,8 @@ class FakeDiscord:
             return 404, {"code": 10062, "message": "Unknown interaction"}
         kind = payload["type"]
         data = payload.get("data") or {}
-        message = self._message(self.channel_id, data if kind == 4 else {}, files, flags=int(data.get("flags", 0)))
+        where = int(sent.payload.get("channel_id", self.channel_id))  # the answer shows where the command was used
+        message = self._message(where, data if kind == 4 else {}, files, flags=int(data.get("flags", 0)))
         message["interaction_token"] = sent.token
         info = {
             "id": str(interaction_id),
@@ -542,7 +633,8 @@ class FakeDiscord:
     def _channel(
         self, method: str, channel_id: int, message_id: int | None, payload: Any, files: list[tuple[str, bytes]]
     ) -> tuple[int, Any]:
-        if channel_id not in (self.channel_id, self.other_channel_id, self.thread_id):
+        known = {cid for guild in self.guilds for cid, _ in guild.channels} | {self.thread_id}
+        if channel_id not in known:
             return 404, {"code": 10003, "message": "Unknown Channel"}
         if channel_id in self.archived and method in ("POST", "PATCH"):
             return 400, {"code": 50083, "message": "Thread is archived"}

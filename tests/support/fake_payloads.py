@@ -30,7 +30,8 @@ def user(user_id: int, *, bot: bool = False) -> dict[str, Any]:
     return data
 
 
-def member(user_id: int, *, role_ids: list[int]) -> dict[str, Any]:
+def member(user_id: int, *, role_ids: list[int], permissions: int = 0) -> dict[str, Any]:
+    """A member as an interaction carries it; `permissions` are added to the everyday member's."""
     return {
         "user": user(user_id),
         "roles": [str(r) for r in role_ids],
@@ -38,7 +39,7 @@ def member(user_id: int, *, role_ids: list[int]) -> dict[str, Any]:
         "deaf": False,
         "mute": False,
         "flags": 0,
-        "permissions": str(MEMBER_PERMISSIONS),
+        "permissions": str(MEMBER_PERMISSIONS | permissions),
     }
 
 
@@ -117,11 +118,11 @@ def interaction(
     return payload
 
 
-def ready(*, bot_id: int, app_id: int, guild_id: int, session_id: str, gateway_url: str) -> dict[str, Any]:
+def ready(*, bot_id: int, app_id: int, guild_ids: list[int], session_id: str, gateway_url: str) -> dict[str, Any]:
     return {
         "v": 10,
         "user": user(bot_id, bot=True),
-        "guilds": [{"id": str(guild_id), "unavailable": True}],
+        "guilds": [{"id": str(g), "unavailable": True} for g in guild_ids],
         "session_id": session_id,
         "resume_gateway_url": gateway_url,  # discord.py reconnects here after READY
         "application": {"id": str(app_id), "flags": 0},
@@ -143,11 +144,13 @@ def role(role_id: int, name: str, position: int) -> dict[str, Any]:
     }
 
 
-def guild(*, guild_id: int, owner_id: int, moderator_role_id: int, channels: list[tuple[int, str]]) -> dict[str, Any]:
+def guild(
+    *, guild_id: int, name: str, owner_id: int, moderator_role_id: int, channels: list[tuple[int, str]]
+) -> dict[str, Any]:
     """GUILD_CREATE for a server without boosts (10 MiB uploads) with @everyone and a moderator role."""
     return {
         "id": str(guild_id),
-        "name": "Render Club",
+        "name": name,
         "owner_id": str(owner_id),
         "premium_tier": 0,
         "unavailable": False,
