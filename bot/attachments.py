@@ -61,7 +61,7 @@ def check_member_file(kind: str, path: Path, limits: Limits) -> FileInfo:
             timeout=limits.timeout_s,
         )
         return FileInfo(seconds=info.seconds)
-    check_image(path, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes)
+    check_image(path, max_pixels=limits.max_pixels, max_bytes=limits.max_bytes, timeout=limits.timeout_s)
     return FileInfo()
 
 

@@ -1,8 +1,7 @@
 """Hostile files named like ordinary ones are refused at submit, before a job exists, with a clear message.
 
 The bot hands every attachment to the engine's checks (bot.attachments.check_member_file); which
-containers and still formats the engine accepts is the engine's rule. Until the engine's allowlist
-(branch harden) is merged, a file the engine still accepts marks its case xfail instead of failing.
+containers and still formats the engine accepts is the engine's rule.
 """
 
 from __future__ import annotations
@@ -40,7 +39,6 @@ async def test_a_hostile_file_with_an_innocent_name_is_refused_before_a_job_exis
         text = (await eventually(lambda: [t for t in fake.replies(sent) if name in t or "accepted" in t], 30.0))[0]
         jobs = await h.count()
     assert str(tmp_path) not in text
-    if jobs:
-        pytest.xfail(reason="engine allowlist of containers and still formats: branch harden")
+    assert jobs == 0
     assert text.startswith(name) or f" {name}" in text
     assert "accepted" not in text
