@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.config import CUT_METHODS
+from engine.config import CUT_METHODS, PRECISIONS
 from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, JobSpec
 
 if TYPE_CHECKING:
@@ -46,7 +46,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="what the frozen models compute in; auto: bf16 where the device is natively faster at it (auto)",
+    )  # fmt: skip
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="the same as --precision bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last models (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = p.parse_args(argv)
@@ -89,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ctx = RenderContext.create(device, bf16=args.bf16, channels_last=args.channels_last, random_weights=True)
+    ctx = RenderContext.create(device, precision=args.precision, channels_last=args.channels_last, random_weights=True)
     spec = bench_spec(args)
     try:
         start = start_still(ctx, spec, parse_all(PROMPT))
@@ -108,6 +112,8 @@ def _result(
 ) -> dict[str, Any]:
     """The JSON object: timings, peak memory and every setting the numbers depend on."""
     import torch
+
+    from engine.precision import cpu_flags, onednn_isa_cap
 
     device = ctx.device
     if device.type == "cuda":
@@ -139,7 +145,11 @@ def _result(
             "learning_rate": LEARNING_RATE,
             "vqgan": args.model,
             "clip": args.clip_model,
-            "dtype": ctx.dtype_name,
+            "dtype": ctx.precision.dtype_name,
+            "precision": {"requested": ctx.precision.requested, "reason": ctx.precision.reason},
+            "cpu_flags": sorted(flag for flag, present in cpu_flags().items() if present),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa_cap": onednn_isa_cap(),
             "channels_last": ctx.models.channels_last,
             "weights": "random",
             "python": platform.python_version(),

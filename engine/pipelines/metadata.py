@@ -16,6 +16,7 @@ import torch
 from engine.jobs import JobSpec, spec_to_json
 from engine.models.registry import CLIP_MODELS
 from engine.pipelines import images
+from engine.precision import Precision, onednn_isa_cap
 from engine.prompts import PromptType, parse_prompts
 
 PARAMS_SCHEMA = 1
@@ -23,9 +24,14 @@ ENGINE_VERSION = "0.1.0"
 
 
 def job_metadata(
-    spec: JobSpec, width: int, height: int, device: torch.device, dtype: str
+    spec: JobSpec, width: int, height: int, device: torch.device, precision: Precision
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The seed's PNG text keys and the `engine_params` object of a job rendered at `width`×`height`."""
+    """The seed's PNG text keys and the `engine_params` object of a job rendered at `width`×`height`.
+
+    `dtype` is what the models computed in (a replay renders in it again); `precision` says what was
+    asked for and what else shapes the bits: the thread count and, on a CPU, torch's vector ISA and
+    any oneDNN cap (docs/engine.md, "Seeds, determinism and resume").
+    """
     text = {
         "text_prompts": spec.text_prompts,
         "image_prompts": spec.image_prompts,
@@ -46,7 +52,8 @@ def job_metadata(
         "engine": ENGINE_VERSION,
         "torch": torch.__version__,
         "device": device.type,
-        "dtype": dtype,
+        "dtype": precision.dtype_name,
+        "precision": _precision_record(precision, device),
         "config": {
             "vqgan_model_name": spec.vqgan_model,
             "vqgan_model_yaml_url": spec.vqgan_yaml_url,
@@ -73,6 +80,14 @@ def job_metadata(
         "spec": json.loads(spec_to_json(spec)),
     }
     return text, params
+
+
+def _precision_record(precision: Precision, device: torch.device) -> dict[str, Any]:
+    record: dict[str, Any] = {"requested": precision.requested, "threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        record["onednn_isa_cap"] = onednn_isa_cap()
+    return record
 
 
 def _clip_sha256(name: str) -> str | None:
