@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from engine.bench import main
+from engine.precision import resolve_precision
 
 
 def test_bench_prints_valid_json_last(capsys: pytest.CaptureFixture[str]) -> None:
@@ -22,7 +24,7 @@ def test_bench_prints_valid_json_last(capsys: pytest.CaptureFixture[str]) -> Non
     assert settings["size"] == [64, 48]
     assert settings["cutn"] == 2
     assert settings["cut_method"] == "kornia"
-    assert settings["dtype"] == "float32"
+    assert settings["dtype"] == resolve_precision("auto", torch.device("cpu")).dtype_name
     assert settings["device"] == "cpu"
     assert settings["torch"]
     assert settings["threads"] == 1
