@@ -165,14 +165,17 @@ def _cpu_native_bf16_missing() -> str:
     """Why this CPU's bf16 is emulated, or "" when it is native."""
     if not any(cpu_flags().values()):
         return "the CPU has neither avx512_bf16 nor amx_bf16"
-    if not (torch._C._has_mkldnn and torch.backends.mkldnn.enabled):
+    mkldnn_available: Callable[[], bool] = torch.backends.mkldnn.is_available
+    if not (mkldnn_available() and torch.backends.mkldnn.enabled):
         return "oneDNN, torch's bf16 path on the CPU, is unavailable or disabled"
     cap = onednn_isa_cap()
     if cap in _ISAS_WITHOUT_BF16:
         return f"oneDNN is capped at {cap} by the environment, which has no bf16 arithmetic"
+    # the check torch's own tests use; private, with no public equivalent, and absent from some builds
+    has_bf16_path: Callable[[], bool] | None = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     try:
-        has_path = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):  # a private op: absent from some builds
+        has_path = has_bf16_path is not None and bool(has_bf16_path())
+    except RuntimeError:
         has_path = False
     if not has_path:
         return "oneDNN has no bf16 path on this CPU"

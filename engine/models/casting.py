@@ -19,7 +19,7 @@ from engine.models.clip_import import CLIP
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-NORMS = (nn.GroupNorm, nn.LayerNorm, nn.modules.batchnorm._BatchNorm)
+NORMS = (nn.GroupNorm, nn.LayerNorm, nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)  # BatchNorm: the ResNet CLIPs
 
 
 def cast_frozen(module: ModuleT, dtype: torch.dtype) -> ModuleT:
