@@ -2,9 +2,10 @@
 
 The JSON has the shape of `shared/bench/seed_loop.py`'s (`sec_per_iter` median/min/max,
 `peak_memory_bytes`, `samples`, `settings`), so the two can be compared run for run. The step timed
-is the renderer's own: the same `RenderContext` (model preparation, CUDA options) and the same
-`start_still` (canvas, seed, latent, prompts), with the real architectures' random weights in
-place of the downloaded ones.
+is the renderer's own: the same `RenderContext` (model preparation, precision, CUDA options) and
+the same `start_still` (canvas, seed, latent, prompts), with the real architectures' random weights
+in place of the downloaded ones. `settings` records the precision (`dtype`, what was asked for and
+why) and the CPU's bf16 flags, which decide what `--precision auto` gives.
 """
 
 from __future__ import annotations
