@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from engine.bench import main as bench_main
 from engine.cli.main import main as cli_main
 from engine.config import VQGAN_CLIP_Config
 from engine.generate import image as generate_image
-from engine.jobs import JobKind
+from engine.jobs import JobKind, Progress
 from engine.media import ffmpeg
 from engine.pipelines import images
 from engine.precision import resolve_precision
@@ -149,3 +151,22 @@ def test_the_seed_api_takes_the_precision_from_its_config(tmp_path: Path, tiny_c
     tiny_config.precision = "bf16"
     generate_image(tmp_path / "a.png", tiny_config, text_prompts="a red apple", iterations=1)
     assert images.read_params(tmp_path / "a.png")["dtype"] == "bfloat16"
+
+
+@needs_bf16
+def test_a_job_resumed_in_another_precision_continues_and_says_its_result_will_differ(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    spec = tiny_spec(iterations=3)
+    saved: list[bytes] = []
+    cancel = threading.Event()
+
+    def on_progress(p: Progress) -> None:
+        saved.append(p.checkpoint())
+        cancel.set()
+
+    Renderer("cpu", precision="bf16").render(spec, tmp_path / "part.png", on_progress=on_progress, cancel=cancel)
+    with caplog.at_level(logging.WARNING, logger="engine"):
+        resumed = Renderer("cpu", precision="fp32").render(spec, tmp_path / "a.png", resume=saved[0])
+    assert (resumed.steps_done, resumed.partial) == (3, False)
+    assert "resuming a job started in bfloat16 in float32" in caplog.text
