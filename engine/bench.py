@@ -54,6 +54,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="the same as --precision bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last models (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS",
+        help="after timing, profile one more step and print its ROWS costliest ops (self CPU time) to stderr",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.cutn < 1 or args.iterations < 1 or args.warmup < 0:
         p.error("--cutn and --iterations must be ≥ 1, --warmup ≥ 0")
@@ -102,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stride = ctx.models_for(spec).stride
         raise SystemExit(f"engine.bench: --size must be at least {stride} {stride}") from None
     samples, cpu_samples = _time_steps(start.state.step, args.warmup, args.iterations, device)
+    if args.profile:
+        _print_profile(start.state.step, args.profile)
     result = _result(args, ctx, start, samples, cpu_samples)
     sys.stdout.flush()
     print(json.dumps(result), flush=True)
@@ -180,6 +186,15 @@ def _time_steps(
                 samples.append(elapsed)
                 cpu_samples.append(cpu)
     return samples, cpu_samples
+
+
+def _print_profile(step: Callable[[], object], rows: int) -> None:
+    """One step under torch.profiler: its costliest ops by self CPU time, as a table on stderr."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
 
 
 if __name__ == "__main__":

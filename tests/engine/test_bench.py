@@ -28,3 +28,11 @@ def test_bench_prints_valid_json_last(capsys: pytest.CaptureFixture[str]) -> Non
     assert settings["device"] == "cpu"
     assert settings["torch"]
     assert settings["threads"] == 1
+
+
+def test_profile_prints_the_costliest_ops_on_stderr_and_keeps_the_json_last(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["--model", "tiny", "--clip-model", "tiny", "--size", "32", "32", "--cutn", "1", "--iterations", "1"]
+    assert main([*args, "--warmup", "0", "--threads", "1", "--profile", "3"]) == 0
+    out, err = capsys.readouterr()
+    assert "Self CPU" in err
+    assert json.loads(out.strip().splitlines()[-1])["samples"]
