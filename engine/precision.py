@@ -9,8 +9,8 @@ bf16 only where the device computes bf16 natively *and* faster than fp32 (docs/e
   and enabled with a bf16 path, no `ONEDNN_MAX_CPU_ISA`/`DNNL_MAX_CPU_ISA` cap below bf16 (oneDNN
   honours the cap, the flags do not see it), and a short measurement: a CLIP-sized matrix product
   and a VQGAN-sized convolution must take at most `BF16_MAX_TIME_RATIO` of their fp32 time. The
-  flags alone are not enough: an Intel CPU with `avx512_bf16` but no AMX issues bf16 dot products
-  at no more flops per cycle than fp32 FMAs, and its bf16 step measured ~1.8× slower than fp32.
+  flags alone are not enough: on the project's Intel CPU with `avx512_bf16` but no AMX, bf16
+  matrix products take 1.8-2× their fp32 time and the engine's step 1.5-1.6×.
 
 The choice is logged once per device; a forced bf16 where it is emulated logs that it will be slow.
 """
