@@ -88,17 +88,17 @@ def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceCo
 
 def engine_renderer(device: str, settings: Settings) -> Renderer:
     """The renderer `python -m bot` uses: the engine's, with `ENGINE_MODEL` preloaded."""
-    return build_renderer(device, settings.engine_model, settings.engine_model_dir)
+    return build_renderer(device, settings.engine_model, settings.engine_model_dir, settings.engine_precision)
 
 
-def build_renderer(device: str, model: str, model_dir: Path | None = None) -> Renderer:
+def build_renderer(device: str, model: str, model_dir: Path | None = None, precision: str = "auto") -> Renderer:
     """The engine's renderer for `device` with `model`'s VQGAN and CLIP already loaded (runs on the device thread).
 
     Loading here, at start, means the first member's job does not pay for it.
     """
     from engine.renderer import Renderer as EngineRenderer
 
-    renderer = EngineRenderer(device, model_dir=model_dir)
+    renderer = EngineRenderer(device, model_dir=model_dir, precision=precision)
     started = time.monotonic()
     renderer.models(JobSpec(vqgan_model=model, clip_model=clip_for(model)))
     log.info("preloaded %s on %s in %.1f s", model, device, time.monotonic() - started)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -21,6 +21,7 @@ class Settings(BaseSettings):
     engine_device: Annotated[tuple[str, ...], NoDecode] = ()  # "cuda:0,cuda:1"; () = the first GPU, else CPU
     engine_model_dir: Path | None = None  # None: the engine's default cache
     engine_threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
+    engine_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the device is natively faster
     bot_data_dir: Path = Path("data")  # database, inputs, outputs
     bot_guild_id: int | None = Field(default=None, gt=0)  # sync commands to this guild only
     bot_max_size: int = Field(default=512, ge=16, le=4096)  # largest width or height in pixels

@@ -2,9 +2,10 @@
 
 The JSON has the shape of `shared/bench/seed_loop.py`'s (`sec_per_iter` median/min/max,
 `peak_memory_bytes`, `samples`, `settings`), so the two can be compared run for run. The step timed
-is the renderer's own: the same `RenderContext` (model preparation, CUDA options) and the same
-`start_still` (canvas, seed, latent, prompts), with the real architectures' random weights in
-place of the downloaded ones.
+is the renderer's own: the same `RenderContext` (model preparation, precision, CUDA options) and
+the same `start_still` (canvas, seed, latent, prompts), with the real architectures' random weights
+in place of the downloaded ones. `settings` records the precision (`dtype`, what was asked for and
+why) and the CPU's bf16 flags, which decide what `--precision auto` gives.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from engine.config import CUT_METHODS
+from engine.config import CUT_METHODS, PRECISIONS
 from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, JobSpec
 
 if TYPE_CHECKING:
@@ -46,9 +47,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast (CUDA only)")
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="auto",
+        help="what the frozen models compute in; auto: bf16 where the device is natively faster at it (auto)",
+    )  # fmt: skip
+    p.add_argument("--bf16", dest="precision", action="store_const", const="bf16", help="the same as --precision bf16")
     p.add_argument("--channels-last", action="store_true", help="channels_last models (CUDA only)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--profile", type=int, default=0, metavar="ROWS",
+        help="after timing, profile one more step and print its ROWS costliest ops (self CPU time) to stderr",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.cutn < 1 or args.iterations < 1 or args.warmup < 0:
         p.error("--cutn and --iterations must be ≥ 1, --warmup ≥ 0")
@@ -89,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    ctx = RenderContext.create(device, bf16=args.bf16, channels_last=args.channels_last, random_weights=True)
+    ctx = RenderContext.create(device, precision=args.precision, channels_last=args.channels_last, random_weights=True)
     spec = bench_spec(args)
     try:
         start = start_still(ctx, spec, parse_all(PROMPT))
@@ -97,6 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stride = ctx.models_for(spec).stride
         raise SystemExit(f"engine.bench: --size must be at least {stride} {stride}") from None
     samples, cpu_samples = _time_steps(start.state.step, args.warmup, args.iterations, device)
+    if args.profile:
+        _print_profile(start.state.step, args.profile)
     result = _result(args, ctx, start, samples, cpu_samples)
     sys.stdout.flush()
     print(json.dumps(result), flush=True)
@@ -108,6 +119,8 @@ def _result(
 ) -> dict[str, Any]:
     """The JSON object: timings, peak memory and every setting the numbers depend on."""
     import torch
+
+    from engine.precision import cpu_flags, onednn_isa_cap
 
     device = ctx.device
     if device.type == "cuda":
@@ -139,7 +152,11 @@ def _result(
             "learning_rate": LEARNING_RATE,
             "vqgan": args.model,
             "clip": args.clip_model,
-            "dtype": ctx.dtype_name,
+            "dtype": ctx.precision.dtype_name,
+            "precision": {"requested": ctx.precision.requested, "reason": ctx.precision.reason},
+            "cpu_flags": sorted(flag for flag, present in cpu_flags().items() if present),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_isa_cap": onednn_isa_cap(),
             "channels_last": ctx.models.channels_last,
             "weights": "random",
             "python": platform.python_version(),
@@ -169,6 +186,15 @@ def _time_steps(
                 samples.append(elapsed)
                 cpu_samples.append(cpu)
     return samples, cpu_samples
+
+
+def _print_profile(step: Callable[[], object], rows: int) -> None:
+    """One step under torch.profiler: its costliest ops by self CPU time, as a table on stderr."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        step()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows), file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,8 @@ CUT_METHODS = ("original", "kornia", "sg3")
 INIT_IMAGE_METHODS = ("original", "decay", "alternate_img_target", "alternate_img_target_decay")
 INIT_NOISE = ("pixels", "gradient")
 OPTIMIZERS = ("Adam", "AdamW", "Adagrad", "Adamax", "RMSprop", "RAdam", "DiffGrad")
+# auto: bf16 where the device computes it natively and faster, else fp32 (engine.precision)
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclasses.dataclass(slots=True)
@@ -37,10 +39,16 @@ class VQGAN_CLIP_Config:  # the seed's class name, so seed scripts keep working
     cudnn_determinism: bool = False
     cuda_device: str = "cuda:0"
     model_dir: str | Path | None = None  # None: ENGINE_MODEL_DIR or the user cache
+    precision: str = "auto"  # auto, fp32 or bf16: what the frozen models compute in (engine.precision)
 
     def copy(self) -> VQGAN_CLIP_Config:
         """A deep-enough copy: the size list is not shared."""
         return dataclasses.replace(self, output_image_size=list(self.output_image_size))
+
+
+def precision_from_dtype_name(dtype_name: object) -> str | None:
+    """The precision of a result's recorded `dtype` (`float32` → fp32, `bfloat16` → bf16); None if unknown."""
+    return {"float32": "fp32", "bfloat16": "bf16"}.get(str(dtype_name))
 
 
 def canonical_choice(value: object, choices: tuple[str, ...], what: str) -> str:
@@ -56,6 +64,7 @@ def check_config(config: VQGAN_CLIP_Config) -> None:
     canonical_choice(config.cut_method, CUT_METHODS, "cut_method")
     canonical_choice(config.optimizer, OPTIMIZERS, "optimizer")
     canonical_choice(config.init_image_method, INIT_IMAGE_METHODS, "init_image_method")
+    canonical_choice(config.precision, PRECISIONS, "precision")
     if config.init_noise is not None:
         canonical_choice(config.init_noise, INIT_NOISE, "init_noise")
     size = config.output_image_size

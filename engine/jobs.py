@@ -119,8 +119,9 @@ def spec_from_json(text: str) -> JobSpec:
 class Progress:
     """One step of a running job, handed to the progress callback on the rendering thread.
 
-    `preview` and `checkpoint` do real work (decode the image, serialise the state); call them only
-    when the result is wanted, from inside the callback.
+    `preview` and `checkpoint` do real work (encode the picture the iteration decoded, which is z
+    before its update; serialise the state); call them only when the result is wanted, from inside
+    the callback.
     """
 
     iteration: int  # 1-based, within the current frame

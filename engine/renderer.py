@@ -43,14 +43,18 @@ PIPELINES: dict[JobKind, Pipeline] = {
 
 
 class Renderer:
-    """Renders jobs on one device, keeping each (VQGAN, CLIP) pair and each upscaler loaded between jobs."""
+    """Renders jobs on one device, keeping each (VQGAN, CLIP) pair and each upscaler loaded between jobs.
+
+    `precision` (auto, fp32 or bf16) is resolved once, here: what the frozen models compute in for
+    every job of this renderer (`engine.precision`; ValueError for bf16 where it cannot run).
+    """
 
     def __init__(
         self,
         device: str | torch.device = "cpu",
         *,
         model_dir: Path | None = None,
-        bf16: bool = False,
+        precision: str = "auto",
         channels_last: bool = False,
         download_progress: bool = False,
         max_frames: int = DEFAULT_MAX_FRAMES,
@@ -62,7 +66,7 @@ class Renderer:
         self.context = RenderContext.create(
             self.device,
             model_dir=None if model_dir is None else Path(model_dir),
-            bf16=bf16,
+            precision=precision,
             channels_last=channels_last,
             download_progress=download_progress,
             video_limits=VideoLimits(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import NoReturn
 
+from engine.config import PRECISIONS
 from engine.jobs import TINY
 from engine.pipelines.checks import MAX_SEED
 
@@ -18,6 +19,15 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         raise CliError(message)
+
+
+def add_precision_flag(p: argparse.ArgumentParser, *, replay: bool = False) -> None:
+    """`--precision auto|fp32|bf16`; with `replay`, an unset flag (None) lets a replayed file's own dtype win."""
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=None if replay else "auto",
+        help="what the models compute in; auto (default): bf16 where this device is natively faster at it, else fp32"
+        + ("; a replay uses the file's own" if replay else ""),
+    )  # fmt: skip
 
 
 def check_seed(seed: int | None) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import check_model_pair, check_seed, device_or_default
+from engine.cli.common import add_precision_flag, check_model_pair, check_seed, device_or_default
 from engine.cli.replay import replay_values
 from engine.config import CUT_METHODS, INIT_IMAGE_METHODS, INIT_NOISE, VQGAN_CLIP_Config
 from engine.generate.still import prepare_image, render_image
@@ -40,6 +40,7 @@ IMAGE_DEFAULTS: dict[str, Any] = {
     "clip_model": DEFAULT_CLIP,
     "yaml_url": None,
     "ckpt_url": None,
+    "precision": "auto",
 }
 
 
@@ -72,6 +73,7 @@ def add_image_command(commands: Any) -> None:
     p.add_argument("--ckpt-url", help="a custom VQGAN's checkpoint URL")
     p.add_argument("--model-dir", help="model cache directory (default ENGINE_MODEL_DIR or the user cache)")
     p.add_argument("--device", help="cpu or cuda[:N] (default cuda when there is one, else cpu)")
+    add_precision_flag(p, replay=True)
     p.add_argument("--deterministic", action="store_true", help="cudnn deterministic mode")
     p.add_argument("--output", default="output.png", help="output file; its extension picks the format")
     p.add_argument(
@@ -123,6 +125,7 @@ def run_image(args: argparse.Namespace) -> int:
         cudnn_determinism=args.deterministic,
         cuda_device=device_or_default(args.device),
         model_dir=args.model_dir,
+        precision=v["precision"],
     )
     if v["init_image"] is None:
         config = dataclasses.replace(config, init_weight=v["init_weight"])

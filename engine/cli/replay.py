@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.cli.common import CliError
+from engine.config import precision_from_dtype_name
 from engine.pipelines.images import read_params, sha256_file
 from engine.pipelines.metadata import file_name
 from engine.prompts import rename_image_parts
@@ -61,6 +62,7 @@ def replay_values(path: Path, *, init_image_given: bool = False, image_prompts_g
         "clip_model": config.get("clip_model"),
         "yaml_url": config.get("vqgan_model_yaml_url"),
         "ckpt_url": config.get("vqgan_model_ckpt_url"),
+        "precision": precision_from_dtype_name(params.get("dtype")),  # the same bits need the same dtype
     }
 
 

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from engine.cli.common import check_model_pair, check_seed, device_or_default
+from engine.cli.common import add_precision_flag, check_model_pair, check_seed, device_or_default
 from engine.config import CUT_METHODS, INIT_NOISE, OPTIMIZERS, canonical_choice
 from engine.generate.renderers import renderer_for, set_cudnn_determinism
 from engine.jobs import DEFAULT_CLIP, DEFAULT_VQGAN, TINY, JobKind, JobSpec
@@ -83,6 +83,7 @@ def _add_common_flags(p: argparse.ArgumentParser, *, iterations_per_frame: int, 
     p.add_argument("--ckpt-url", help="a custom VQGAN's checkpoint URL")
     p.add_argument("--model-dir", help="model cache directory (default ENGINE_MODEL_DIR or the user cache)")
     p.add_argument("--device", help="cpu or cuda[:N] (default cuda when there is one, else cpu)")
+    add_precision_flag(p)
     p.add_argument("--deterministic", action="store_true", help="cudnn deterministic mode")
     p.add_argument("--output", default="output.mp4", help="the MP4 to write (default output.mp4)")
     p.add_argument("--verbose", action="store_true", help="print every step's loss")
@@ -137,7 +138,7 @@ def video_spec_from_args(args: argparse.Namespace) -> JobSpec:
 def run_video(args: argparse.Namespace) -> int:
     """Render an animation or a style transfer and say where it went."""
     spec = video_spec_from_args(args)
-    renderer = renderer_for(device_or_default(args.device), args.model_dir)
+    renderer = renderer_for(device_or_default(args.device), args.model_dir, args.precision)
     if args.deterministic:
         set_cudnn_determinism()
     with TerminalProgress(verbose=args.verbose) as bar:

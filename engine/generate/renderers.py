@@ -12,20 +12,23 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from engine.renderer import Renderer
 
-_renderers: dict[tuple[str, str | None], Renderer] = {}
+_renderers: dict[tuple[str, str | None, str], Renderer] = {}
 _renderers_lock = threading.Lock()
 
 
-def renderer_for(device: str, model_dir: str | Path | None = None) -> Renderer:
-    """The process's renderer for `device` (CUDA falls back to the CPU with a warning), created once."""
+def renderer_for(device: str, model_dir: str | Path | None = None, precision: str = "auto") -> Renderer:
+    """The process's renderer for `device` and `precision` (CUDA falls back to the CPU with a warning), created
+    once: its models stay loaded per (model, precision)."""
     from engine.devices import resolve_device  # torch: only once something renders
     from engine.renderer import Renderer
 
     resolved = str(resolve_device(device))
-    key = (resolved, None if model_dir is None else str(model_dir))
+    key = (resolved, None if model_dir is None else str(model_dir), precision)
     with _renderers_lock:
         if key not in _renderers:
-            _renderers[key] = Renderer(resolved, model_dir=None if model_dir is None else Path(model_dir))
+            _renderers[key] = Renderer(
+                resolved, model_dir=None if model_dir is None else Path(model_dir), precision=precision
+            )
         return _renderers[key]
 
 

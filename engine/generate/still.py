@@ -94,7 +94,7 @@ def render_image(
     show_progress: bool = True,
 ) -> Artifact:
     """Render a validated spec with a tqdm bar on stderr; Ctrl-C stops the job and keeps what it has."""
-    renderer = renderer_for(config.cuda_device, config.model_dir)
+    renderer = renderer_for(config.cuda_device, config.model_dir, config.precision)
     if config.cudnn_determinism:
         set_cudnn_determinism()
     with TerminalProgress(desc="single image", leave=leave_progress_bar, show=show_progress, verbose=verbose) as bar:

@@ -240,7 +240,7 @@ def _render(
     leave_progress_bar: bool,
     moves: Sequence[tuple[float, int, int]] | None = None,
 ) -> FramesResult:
-    renderer = renderer_for(config.cuda_device, config.model_dir)
+    renderer = renderer_for(config.cuda_device, config.model_dir, config.precision)
     if config.cudnn_determinism:
         set_cudnn_determinism()
     desc = "video frames" if spec.kind is JobKind.ANIMATION else "style transfer"

@@ -108,6 +108,7 @@ class WinogradConv2d(nn.Conv2d):
         if (
             x.device.type == "cpu"
             and x.dtype == torch.float32
+            and self.weight.dtype == torch.float32
             and x.dim() == 4
             and x.shape[2] * x.shape[3] >= WINOGRAD_MIN_PIXELS
             and not self.weight.requires_grad
@@ -153,7 +154,8 @@ class PatchEmbedding(nn.Module):
         p, gh, gw = self.patch, h // self.patch, w // self.patch
         x = x[:, :, : gh * p, : gw * p]  # a convolution drops the remainder the same way
         rows = x.reshape(n, c, gh, p, gw, p).permute(0, 2, 4, 1, 3, 5).reshape(n * gh * gw, c * p * p)
-        out = rows @ self.weight.reshape(self.weight.shape[0], -1).t().to(rows.dtype)
+        weight = self.weight.reshape(self.weight.shape[0], -1).t()
+        out = rows.to(weight.dtype) @ weight  # the rows follow the weight: a bf16 tower stays bf16
         return out.view(n, gh, gw, -1).permute(0, 3, 1, 2)  # (n, width, gh, gw) like the convolution
 
 
@@ -181,15 +183,16 @@ def fuse_vqgan_activations() -> None:
     taming_model.nonlinearity = F.silu
 
 
-def fuse_vqgan(vqgan: ModuleT) -> ModuleT:
-    """SiLU swish, sub-pixel upsampling and (where NNPACK is built in) Winograd convolutions for a
-    loaded VQGAN, in place; returns the model."""
+def fuse_vqgan(vqgan: ModuleT, *, winograd: bool = True) -> ModuleT:
+    """SiLU swish, sub-pixel upsampling and (with `winograd`, where NNPACK is built in) Winograd
+    convolutions for a loaded VQGAN, in place; returns the model. NNPACK is fp32-only: a model that
+    will compute in bf16 leaves `winograd` off."""
     fuse_vqgan_activations()
     for parent in list(vqgan.modules()):
         for name, child in list(parent.named_children()):
             if isinstance(child, taming_model.Upsample) and child.with_conv:
                 setattr(parent, name, SubpixelUpsample(child.conv))
-    if torch._nnpack_available():  # also initialises NNPACK, which its convolution needs first
+    if winograd and torch._nnpack_available():  # also initialises NNPACK, which its convolution needs first
         for parent in list(vqgan.modules()):
             for name, child in list(parent.named_children()):
                 if _winograd_eligible(child):

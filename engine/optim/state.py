@@ -3,12 +3,17 @@
 A still image drives it for `iterations` steps; an animation or style transfer can reuse it frame
 by frame (`set_z_from_image`, `set_prompts`, `step`, `image`), and `state_dict`/`load_state_dict`
 carry everything a resumed job needs.
+
+Where the models compute in bf16 (`LoadedModels.compute_dtype`), only the decoder and CLIP's image
+tower run in it, under autocast; z, the optimizer's state, the quantiser, the clamp, the cutouts,
+the embeddings and the loss stay fp32 (docs/engine.md, "Precision").
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -17,6 +22,7 @@ from PIL import Image
 
 from engine.jobs import JobSpec
 from engine.models.cache import LoadedModels
+from engine.models.casting import encode_text
 from engine.models.clip_import import tokenizer
 from engine.optim.cutouts import Cutouts
 from engine.optim.losses import PromptTarget, init_weight_loss, normalise
@@ -25,6 +31,8 @@ from engine.optim.pixels import fit_to_area, noise_pixels, to_image, to_tensor
 from engine.optim.quantize import Codebook, clamp_with_grad
 from engine.optim.rng import JobRandom
 from engine.prompts import WeightedPrompt
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -41,10 +49,9 @@ class StepSettings:
     adaptive_lr: bool = False
     init_weight: float = 0.0
     init_image_method: str = "original"
-    bf16: bool = False  # autocast the models to bfloat16 (CUDA only)
 
     @classmethod
-    def for_job(cls, spec: JobSpec, width: int, height: int, *, bf16: bool = False) -> StepSettings:
+    def for_job(cls, spec: JobSpec, width: int, height: int) -> StepSettings:
         """The settings of `spec` on its final (floored) canvas."""
         return cls(
             width=width,
@@ -57,7 +64,6 @@ class StepSettings:
             adaptive_lr=spec.adaptive_lr,
             init_weight=spec.init_weight,
             init_image_method=spec.init_image_method,
-            bf16=bf16,
         )
 
 
@@ -76,6 +82,7 @@ class OptimisationState:
         self.z_target: torch.Tensor | None = None  # the alternate_img_target methods' anchor
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
+        self.decoded: torch.Tensor | None = None  # the picture the last step decoded, (1, 3, H, W) fp32
 
     @property
     def latent_size(self) -> tuple[int, int]:
@@ -88,6 +95,7 @@ class OptimisationState:
         """Start from latent `z`: it becomes the anchor z_orig and the optimizer is rebuilt."""
         self.z = z.detach().clone().to(self.models.device).requires_grad_(True)
         self.z_orig = z.detach().clone().to(self.models.device)
+        self.decoded = None
         self.optimizer = make_optimizer(self.settings.optimizer, [self.z], self.settings.learning_rate)
         self.scheduler = (
             torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer) if self.settings.adaptive_lr else None
@@ -100,8 +108,8 @@ class OptimisationState:
         self.set_z(self.codebook.lookup(tokens.to(self.models.device)))
 
     def encode_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(1, 3, H, W) in [0, 1] -> the quantized latent."""
-        with torch.no_grad(), self._autocast():
+        """(1, 3, H, W) in [0, 1] -> the quantized latent (in fp32: the encoder and its quantiser are never cast)."""
+        with torch.no_grad():
             return self.models.vqgan.encode(pixels.to(self.models.device) * 2 - 1).float()
 
     def set_z_from_image(self, img: Image.Image) -> None:
@@ -127,7 +135,7 @@ class OptimisationState:
         targets = []
         with torch.no_grad():
             for part in text:
-                embed = clip.encode_text(tokenizer()(part.text).to(device))
+                embed = encode_text(clip, tokenizer()(part.text).to(device))
                 targets.append(PromptTarget(normalise(embed), part.weight, part.stop, f"text {part.text!r}"))
             for part, picture in image:
                 fitted = fit_to_area(picture, self.settings.width, self.settings.height)
@@ -156,7 +164,9 @@ class OptimisationState:
 
     def loss(self) -> torch.Tensor:
         """The total loss of the current z at the next iteration (a 0-d tensor with a graph)."""
-        feats = self._embed_cuts(self.cutouts(self.synth(self.z), self.rng.cpu, self.rng.device))
+        picture = self.synth(self.z)
+        self.decoded = picture.detach()  # a preview shows it instead of decoding z again
+        feats = self._embed_cuts(self.cutouts(picture, self.rng.cpu, self.rng.device))
         total = feats.new_zeros(())
         s = self.settings
         if s.init_weight:
@@ -184,13 +194,24 @@ class OptimisationState:
         with torch.inference_mode():
             return to_image(self.synth(self.z.detach()))
 
+    def preview_image(self) -> Image.Image:
+        """The picture the last step already decoded (z before that step's update): no decoder pass.
+
+        One step behind `image()`; before any step, or after z was replaced, it is `image()`.
+        """
+        if self.decoded is None:
+            return self.image()
+        return to_image(self.decoded)
+
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
-        if self.settings.bf16 and self.models.device.type == "cuda":
-            with torch.autocast("cuda", dtype=torch.bfloat16):
-                yield
-        else:
+        """Autocast to the models' compute dtype: a net for stray fp32 inputs (the weights are cast at load)."""
+        dtype = self.models.compute_dtype
+        if dtype == torch.float32:
             yield
+        else:
+            with torch.autocast(self.models.device.type, dtype=dtype):
+                yield
 
     # -- state -----------------------------------------------------------------------------------
 
@@ -206,6 +227,7 @@ class OptimisationState:
             "iteration": self.iteration,
             "phrase": self.phrase,
             "rng": self.rng.state(),
+            "compute_dtype": str(self.models.compute_dtype).removeprefix("torch."),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -221,3 +243,11 @@ class OptimisationState:
         self.iteration = int(state["iteration"])
         self.phrase = int(state["phrase"])
         self.rng.load(state["rng"])
+        saved_dtype, dtype = (
+            state.get("compute_dtype", "float32"),
+            str(self.models.compute_dtype).removeprefix("torch."),
+        )
+        if saved_dtype != dtype:  # it continues, but not to the pixels the first renderer would have made
+            log.warning(
+                "resuming a job started in %s in %s: its result will differ from an unbroken run", saved_dtype, dtype
+            )

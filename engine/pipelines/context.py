@@ -20,6 +20,7 @@ from engine.jobs import Artifact, JobSpec, ProgressCallback
 from engine.models.cache import LoadedModels, ModelCache, UpscalerCache
 from engine.optim.state import StepSettings
 from engine.pipelines.checks import DEFAULT_MAX_UPSCALE_PIXELS, VideoLimits
+from engine.precision import FP32, Precision, resolve_precision
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -31,7 +32,7 @@ class RenderContext:
     upscalers: UpscalerCache
     video_limits: VideoLimits = dataclasses.field(default_factory=VideoLimits)
     max_upscale_pixels: int = DEFAULT_MAX_UPSCALE_PIXELS  # output pixels of an upscaled still or video frame
-    bf16: bool = False  # autocast the models to bfloat16 (CUDA only)
+    precision: Precision = FP32  # what the frozen models compute in (engine.precision)
 
     @classmethod
     def create(
@@ -39,7 +40,7 @@ class RenderContext:
         device: torch.device,
         *,
         model_dir: Path | None = None,
-        bf16: bool = False,
+        precision: str = "auto",
         channels_last: bool = False,
         download_progress: bool = False,
         video_limits: VideoLimits | None = None,
@@ -48,13 +49,15 @@ class RenderContext:
     ) -> RenderContext:
         """The context of a renderer on `device` (the benchmark's too, with `random_weights`).
 
-        bf16 and channels_last are CUDA speed options; on the CPU the models keep fp32 and NCHW.
+        `precision` is auto, fp32 or bf16 (resolved here, once). channels_last is a CUDA option; on
+        the CPU the models keep NCHW (docs/engine.md, "Precision").
         """
         on_cuda = device.type == "cuda"
         if device.type == "cpu":
             keep_freed_memory()  # the CPU step reallocates ~1 GiB each iteration at 256²
+        resolved = resolve_precision(precision, device)
         models = ModelCache(
-            device, model_dir=model_dir, channels_last=channels_last and on_cuda,
+            device, model_dir=model_dir, precision=resolved, channels_last=channels_last and on_cuda,
             download_progress=download_progress, random_weights=random_weights,
         )  # fmt: skip
         return cls(
@@ -63,7 +66,7 @@ class RenderContext:
             upscalers=UpscalerCache(device, model_dir=model_dir, download_progress=download_progress),
             video_limits=video_limits or VideoLimits(),
             max_upscale_pixels=max_upscale_pixels,
-            bf16=bf16 and on_cuda,
+            precision=resolved,
         )
 
     def models_for(self, spec: JobSpec) -> LoadedModels:
@@ -71,13 +74,8 @@ class RenderContext:
         return self.models.for_job(spec)
 
     def step_settings(self, spec: JobSpec, width: int, height: int) -> StepSettings:
-        """The optimisation settings of `spec` on its final canvas, with this device's numeric options."""
-        return StepSettings.for_job(spec, width, height, bf16=self.bf16)
-
-    @property
-    def dtype_name(self) -> str:
-        """The compute type the models run in, as the metadata records it."""
-        return "bfloat16" if self.bf16 else "float32"
+        """The optimisation settings of `spec` on its final canvas."""
+        return StepSettings.for_job(spec, width, height)
 
 
 class Pipeline(Protocol):

@@ -102,7 +102,7 @@ class FrameLoop:
         self.written = FrameStore(frames_dir)
         self._image: Image.Image | None = None  # z decoded, until the next step or z change
         self.resolved = dataclasses.replace(spec, seed=self.seed)
-        self.meta_text, self.params = job_metadata(self.resolved, self.width, self.height, ctx.device, ctx.dtype_name)
+        self.meta_text, self.params = job_metadata(self.resolved, self.width, self.height, ctx.device, ctx.precision)
         self.params["video"] = {"frames": frames, "kind": spec.kind.value}
         if checkpoint is not None:
             self._restore(checkpoint)
@@ -190,7 +190,7 @@ class FrameLoop:
                             frames=self.frames,
                             step=done_before + self.state.iteration,
                             steps=steps,
-                            preview=lambda: images.webp_preview(self.current_image()),
+                            preview=lambda: images.webp_preview(self.state.preview_image()),
                             checkpoint=self.checkpoint,
                         )
                     )

@@ -17,6 +17,7 @@ import torch
 from engine.jobs import JobSpec, spec_to_json
 from engine.models.registry import CLIP_MODELS
 from engine.pipelines import images
+from engine.precision import Precision, onednn_isa_cap
 from engine.prompts import PromptType, parse_prompts, rename_image_parts
 
 PARAMS_SCHEMA = 2  # 2: input files by name (`files.*.name`), never by path
@@ -46,11 +47,14 @@ def public_spec(spec: JobSpec) -> JobSpec:
 
 
 def job_metadata(
-    spec: JobSpec, width: int, height: int, device: torch.device, dtype: str
+    spec: JobSpec, width: int, height: int, device: torch.device, precision: Precision
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The seed's PNG text keys and the `engine_params` object of a job rendered at `width`×`height`.
 
     Input images appear by file name and SHA-256 only (docs/engine.md, "Metadata and replay").
+    `dtype` is what the models computed in (a replay renders in it again); `precision` says what was
+    asked for and what else shapes the bits: the thread count and, on a CPU, torch's vector ISA and
+    any oneDNN cap (docs/engine.md, "Seeds, determinism and resume").
     """
     public = public_spec(spec)
     text = {
@@ -73,7 +77,8 @@ def job_metadata(
         "engine": ENGINE_VERSION,
         "torch": torch.__version__,
         "device": device.type,
-        "dtype": dtype,
+        "dtype": precision.dtype_name,
+        "precision": _precision_record(precision, device),
         "config": {
             "vqgan_model_name": spec.vqgan_model,
             "vqgan_model_yaml_url": spec.vqgan_yaml_url,
@@ -130,6 +135,14 @@ def scrub_inherited(text: dict[str, Any], params: dict[str, Any]) -> tuple[dict[
 
 def _names_in_prompt(prompt: str) -> str:
     return rename_image_parts(prompt, file_name)
+
+
+def _precision_record(precision: Precision, device: torch.device) -> dict[str, Any]:
+    record: dict[str, Any] = {"requested": precision.requested, "threads": torch.get_num_threads()}
+    if device.type == "cpu":
+        record["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+        record["onednn_isa_cap"] = onednn_isa_cap()
+    return record
 
 
 def _clip_sha256(name: str) -> str | None:

@@ -109,10 +109,10 @@ def _optimise(
 ) -> Artifact:
     state, seed = start.state, start.seed
     resolved = dataclasses.replace(spec, seed=seed)
-    meta_text, params = job_metadata(resolved, start.width, start.height, ctx.device, ctx.dtype_name)
+    meta_text, params = job_metadata(resolved, start.width, start.height, ctx.device, ctx.precision)
 
-    def preview() -> bytes:  # decoded only when the callback asks for it
-        return images.webp_preview(state.image())
+    def preview() -> bytes:  # the picture the step already decoded, encoded only when the callback asks
+        return images.webp_preview(state.preview_image())
 
     def checkpoint() -> bytes:
         timelapse = {"timelapse": recorder.state()} if recorder is not None else {}

@@ -64,17 +64,35 @@ def test_progress_once_per_iteration_and_preview_only_when_asked(renderer: Rende
         assert img.size == (128, 64)
 
 
-def test_preview_shows_the_image_after_the_step(renderer: Renderer, tmp_path: Path) -> None:
+def test_a_preview_shows_the_picture_its_iteration_decoded_without_decoding_again(
+    renderer: Renderer, tmp_path: Path
+) -> None:
     spec = tiny_spec(iterations=3, learning_rate=1.0)
+    decoder = renderer.models(spec).vqgan.decoder
+    calls: list[int] = []
+    hook = decoder.register_forward_hook(lambda *_: calls.append(1))
     last: list[bytes] = []
-    renderer.render(
-        spec, tmp_path / "a.webp", on_progress=lambda p: last.append(p.preview()) if p.iteration == 3 else None
-    )
-    with Image.open(io.BytesIO(last[0])) as img:
-        preview = np.asarray(img.convert("RGB")).astype(int)
-    with Image.open(tmp_path / "a.webp") as img:
-        final = np.asarray(img.convert("RGB")).astype(int)
-    assert np.abs(preview - final).mean() < 4  # both lossy WebPs of the same, post-step image
+
+    def on_progress(p: Progress) -> None:
+        if p.iteration == 3:
+            before = len(calls)
+            last.append(p.preview())
+            assert len(calls) == before  # free: the step's own decoded picture
+
+    try:
+        renderer.render(spec, tmp_path / "three.webp", on_progress=on_progress)
+    finally:
+        hook.remove()
+    renderer.render(dataclasses.replace(spec, iterations=2), tmp_path / "two.webp")
+
+    def webp(data: bytes | Path) -> np.ndarray:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
+            return np.asarray(img.convert("RGB")).astype(int)
+
+    preview = webp(last[0])
+    # iteration 3 decoded z as two steps left it: the 2-iteration result, one step behind the 3-iteration one
+    assert np.abs(preview - webp(tmp_path / "two.webp")).mean() < 4  # both lossy WebPs of the same picture
+    assert np.abs(preview - webp(tmp_path / "three.webp")).mean() > 8
 
 
 def test_cancel_returns_the_partial_result(renderer: Renderer, tmp_path: Path) -> None:
