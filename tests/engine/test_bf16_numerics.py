@@ -37,7 +37,8 @@ from engine.pipelines.still import start_still
 from engine.precision import bf16_support
 from engine.prompts import parse_all
 from engine.renderer import Renderer
-from tests.engine.conftest import pixels, tiny_spec
+from tests.support.images import pixels
+from tests.support.specs import tiny_spec
 
 CPU = torch.device("cpu")
 SUPPORT = bf16_support(CPU)

@@ -25,7 +25,8 @@ from engine.media import ffmpeg
 from engine.pipelines import images
 from engine.precision import resolve_precision
 from engine.renderer import Renderer
-from tests.engine.conftest import pixels, tiny_spec
+from tests.support.images import pixels
+from tests.support.specs import tiny_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU = torch.device("cpu")
