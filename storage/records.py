@@ -52,6 +52,8 @@ class JobRecord:
     cancel_requested: bool = False  # set while a running job is being stopped
     checkpoint_step: int | None = None  # the step the stored checkpoint reached (None: no checkpoint)
     checkpoint_frame: int | None = None
+    interruptions: int = 0  # renders cut short by a process that died or a lease that lapsed (not clean stops)
+    results_expired_at: float | None = None  # when retention deleted the result files
 
     @property
     def finished(self) -> bool:

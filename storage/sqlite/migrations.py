@@ -88,6 +88,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE UNIQUE INDEX jobs_interaction ON jobs (interaction_id)",
         "CREATE INDEX jobs_guild ON jobs (guild_id, state, id)",
     ),
+    # 5: months unattended: how often a render was cut short by a dead process (poison jobs stop after
+    # BOT_MAX_ATTEMPTS), and when a result file was deleted by retention (so /job can say it expired)
+    (
+        "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE jobs ADD COLUMN results_expired_at REAL",
+    ),
 )
 
 LATEST = len(MIGRATIONS)

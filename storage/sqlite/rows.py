@@ -18,7 +18,7 @@ RECORD_COLUMNS = (
     "id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at, "
     "step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id, "
     "upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step, "
-    "checkpoint_frame, attempt"
+    "checkpoint_frame, attempt, interruptions, results_expired_at"
 )
 
 # what `plan_row` reads, in its order: no spec decoding, so planning a thousand jobs stays cheap
@@ -48,7 +48,7 @@ def job_record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
         job_id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at,
         step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id,
         upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step,
-        checkpoint_frame, attempt,
+        checkpoint_frame, attempt, interruptions, results_expired_at,
     ) = row  # fmt: skip
     return JobRecord(
         id=job_id,
@@ -80,6 +80,8 @@ def job_record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
         cancel_requested=bool(cancel_requested),
         checkpoint_step=checkpoint_step,
         checkpoint_frame=checkpoint_frame,
+        interruptions=interruptions,
+        results_expired_at=results_expired_at,
     )
 
 
