@@ -59,6 +59,7 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
         allowed_channels=settings.bot_allowed_channels,
         preview_seconds=settings.bot_preview_seconds,
         channel_seconds=settings.bot_channel_edit_seconds,
+        rate_limit_max_wait_seconds=settings.bot_rate_limit_max_wait_seconds,
     )
 
 
@@ -127,8 +128,7 @@ async def run(
         torch.set_num_threads(settings.engine_threads)
     build = make_renderer or engine_renderer
     config = service_config(settings, force_sync=force_sync)
-    # a rate limit longer than 30 s raises instead of stalling a request (docs/discord.md, "Rate limits and 429s")
-    async with build_services(config, lambda device: build(device, settings), max_ratelimit_timeout=30.0) as services:
+    async with build_services(config, lambda device: build(device, settings)) as services:
         async with services.bot as bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
             waiter = asyncio.create_task(stop.wait(), name="stop")

@@ -16,13 +16,14 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
-from bot import texts, views
+from bot import acks, texts, views
 from bot.attachments import FileChecks, MemberFileCheck, check_member_file
 from bot.cogs.generate import GenerateCog
 from bot.cogs.manage import ManageCog
 from bot.cogs.settings import SettingsCog
 from bot.config import BotConfig
 from bot.delivery.publisher import DiscordPublisher
+from bot.delivery.rate_limits import MAX_RATELIMIT_TIMEOUT_S
 from bot.errors import MissingPermissions, NotHere, UserError
 from bot.queue.api import QueueError, RenderQueue
 from bot.server_settings import ServerLimits, ServerSettings
@@ -74,12 +75,9 @@ async def reply_error(interaction: discord.Interaction[Any], error: BaseExceptio
         log.error("%s failed for member %s", _name(interaction), interaction.user.id, exc_info=error)
         message = "Something went wrong; it has been logged."
     try:
-        if interaction.response.is_done():
-            await interaction.edit_original_response(content=message)
-        else:
-            await interaction.response.send_message(message, ephemeral=True)
-    except discord.HTTPException as e:
-        log.warning("could not tell member %s about an error (HTTP %s)", interaction.user.id, e.status)
+        await acks.answer(interaction, message)  # a deferred answer's edit waits out a rate limit
+    except (discord.HTTPException, discord.RateLimited) as e:
+        log.warning("could not tell member %s about an error (%s)", interaction.user.id, e)
 
 
 def _name(interaction: discord.Interaction[Any]) -> str:
@@ -101,6 +99,9 @@ class VQBot(commands.Bot):
         file_check: MemberFileCheck = check_member_file,
         **options: Any,
     ) -> None:
+        # A rate limit longer than this raises RateLimited instead of blocking the call: each call path
+        # then waits it out on its own and retries (bot.delivery.rate_limits).
+        options.setdefault("max_ratelimit_timeout", MAX_RATELIMIT_TIMEOUT_S)
         # no privileged intent, and no pings unless a message asks (docs/discord.md, "Mentions")
         super().__init__(
             command_prefix=commands.when_mentioned,

@@ -44,6 +44,8 @@ class BotConfig:
     )
     # a result post that meets a 5xx or a network error: about a minute of retries, then the next start
     result_retry_delays: tuple[float, ...] = (3.0, 10.0, 20.0, 30.0)
+    # a Discord rate limit is waited out (its retry_after, at most this long) and retried, never given up
+    rate_limit_max_wait_seconds: float = 300.0
 
     @property
     def downloads_dir(self) -> Path:

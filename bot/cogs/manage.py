@@ -132,7 +132,7 @@ class ManageCog(commands.Cog):
             raise UserError("only the bot's owner (the Discord application's owner) can sync commands")
         log.info("command sync requested by owner %s", interaction.user.id)
         done = await self.commands_sync.sync_commands(force=True)
-        await interaction.edit_original_response(content=done)
+        await acks.answer(interaction, done)
 
     @app_commands.command(name="job", description="Show a job's state, parameters and result")
     @app_commands.describe(id="The job id")

@@ -24,12 +24,17 @@ class DiscordPublisher:
     def __init__(self, client: discord.Client, queue: RenderQueue, config: BotConfig) -> None:
         self._queue = queue
         self.status = StatusMessages(
-            client, queue, preview_seconds=config.preview_seconds, channel_seconds=config.channel_seconds
+            client,
+            queue,
+            preview_seconds=config.preview_seconds,
+            channel_seconds=config.channel_seconds,
+            rate_limit_max_wait_s=config.rate_limit_max_wait_seconds,
         )
         self.results = ResultPoster(
             client,
             queue,
             retry_delays=config.result_retry_delays,
+            rate_limit_max_wait_s=config.rate_limit_max_wait_seconds,
             status_message_of=self.status.message_id,
             on_delivered=self.status.forget,
         )
@@ -53,14 +58,23 @@ class DiscordPublisher:
     # ---- lifecycle -------------------------------------------------------------------------------
 
     async def recover(self) -> None:
-        """After a start: reattach queued/running jobs to their status messages; post undelivered results."""
+        """After a start: reattach queued/running jobs to their status messages; post undelivered results.
+
+        Each job is recovered on its own: one that fails (Discord, the database) does not stop the others.
+        """
         for entry in await self._queue.snapshot():
-            await self.status.recover(entry)
+            try:
+                await self.status.recover(entry)
+            except Exception:
+                log.exception("recovery: job %s's status message could not be reattached", entry.job.id)
         pending = await self._queue.undelivered()
         log.info("recovery: %d undelivered result(s)", len(pending))
         for job in pending:
             self.status.remember(job)
-            await self.results.deliver(job)
+            try:
+                await self.results.deliver(job)
+            except Exception:
+                log.exception("recovery: job %s's result was not posted; it is posted at the next start", job.id)
 
     async def settled(self, limit_s: float | None = None) -> None:
         """Wait until the result retries and job adoptions under way have ended; the pacers go on."""

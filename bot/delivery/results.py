@@ -3,9 +3,10 @@
 Like status messages, results go through the bot token, never the interaction token. A result is
 fitted under the job's upload limit (re-encoded when it is too large, smaller again after a 413),
 retried in the background for about a minute when Discord or the network fails, and otherwise left
-"done, undelivered" for the next start (docs/discord.md, "Errors"). A channel that is gone or refuses
-the bot makes the result undeliverable (its file stays on disk); an archived thread's result goes to
-the thread's parent channel.
+"done, undelivered" for the next start (docs/discord.md, "Errors"). A rate limit is no failure: the
+post waits Discord's `retry_after` and tries again, for as long as the bot runs. A channel that is
+gone or refuses the bot makes the result undeliverable (its file stays on disk); an archived
+thread's result goes to the thread's parent channel.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from discord.utils import MISSING
 from bot import texts, views
 from bot.delivery.discord_codes import ARCHIVED_THREAD, ENTITY_TOO_LARGE, NO_ACCESS
 from bot.delivery.fitting import fit_for_upload
+from bot.delivery.rate_limits import RATE_LIMITS, retry_after, wait_for
 from bot.queue.api import RenderQueue
 from engine.errors import InvalidJob
 from engine.jobs import JobStatus
@@ -43,7 +45,15 @@ class _NotPosted(Exception):
 
 
 class _TryAgain(_NotPosted):
-    """Posting failed for a reason that may pass soon (Discord 5xx, a rate limit, the network): retry now."""
+    """Posting failed for a reason that may pass soon (Discord 5xx, a rate limit, the network): retry soon.
+
+    `retry_after` is set for a rate limit: the wait Discord asked for; such a try does not count
+    towards the retries' budget.
+    """
+
+    def __init__(self, reason: str, retry_after: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
 
 
 class _ArchivedThread(Exception):
@@ -84,11 +94,12 @@ class ResultPoster:
         queue: RenderQueue,
         *,
         retry_delays: tuple[float, ...],
+        rate_limit_max_wait_s: float,
         status_message_of: Callable[[int], int | None],
         on_delivered: Callable[[int], None],
     ) -> None:
         self._client, self._queue = client, queue
-        self._retry_delays = retry_delays
+        self._retry_delays, self._max_wait_s = retry_delays, rate_limit_max_wait_s
         self._status_message_of, self._on_delivered = status_message_of, on_delivered
         self._delivering: set[int] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -96,47 +107,66 @@ class ResultPoster:
     async def deliver(self, job: JobRecord) -> None:
         """Post a finished job's result (or failure) unless it was posted already or is being posted now.
 
-        Discord trouble (5xx, network errors, rate limits) is retried in the background with backoff
-        (`retry_delays`); if it still fails the row stays "done, undelivered" and the next start posts it.
+        Discord trouble (5xx, network errors) is retried in the background with backoff (`retry_delays`);
+        if it still fails the row stays "done, undelivered" and the next start posts it. A rate limit
+        is waited out and retried without counting against those retries.
         """
         if job.result_message_id is not None or job.id in self._delivering or job.owner.channel_id is None:
             return
         self._delivering.add(job.id)
-        settled = False
+        again: _TryAgain | None = None
         try:
-            settled = await self._try_deliver(job)
-        finally:
-            if settled or not self._retry_delays:
+            again = await self._try_deliver(job)
+        finally:  # whatever happened, a job is only kept "being delivered" while a retry task owns it
+            if again is None or not self._retry_delays:
                 self._delivering.discard(job.id)
-        if not settled and self._retry_delays:
-            self._spawn(self._retry_delivery(job))
+        if again is not None and self._retry_delays:
+            self._spawn(self._retry_delivery(job, again))
 
-    async def _try_deliver(self, job: JobRecord) -> bool:
-        """One attempt: True when settled (posted, undeliverable, or left for the next start), False to retry soon."""
+    async def _try_deliver(self, job: JobRecord) -> _TryAgain | None:
+        """One attempt: None when settled (posted, undeliverable, or left for the next start), else why to retry."""
         try:
             message_id = await self._post_result(job)
         except _TryAgain as e:
+            if e.retry_after is not None:
+                RATE_LIMITS.hit("result")
             log.warning("job %s: result not posted (%s)", job.id, e)
-            return False
+            return e
         except _NotPosted as e:
             log.warning("job %s: result not posted (%s); posted again at the next start", job.id, e)
-            return True
+            return None
         await self._queue.mark_delivered(job.id, message_id)
         self._on_delivered(job.id)
-        return True
+        return None
 
-    async def _retry_delivery(self, job: JobRecord) -> None:
+    def _next_wait(self, again: _TryAgain, failures: int) -> float | None:
+        """How long before the next try; None once the retries for failures other than rate limits are spent."""
+        if again.retry_after is not None:
+            return wait_for(again.retry_after, floor_s=self._retry_delays[0], cap_s=self._max_wait_s)
+        return self._retry_delays[failures - 1] if failures <= len(self._retry_delays) else None
+
+    async def _retry_delivery(self, job: JobRecord, again: _TryAgain) -> None:
+        failures, attempt = (0 if again.retry_after is not None else 1), 1
         try:
-            for attempt, delay in enumerate(self._retry_delays, start=2):
+            while (delay := self._next_wait(again, failures)) is not None:
                 await asyncio.sleep(delay)
                 with contextlib.suppress(LookupError):
                     job = await self._queue.get(job.id)
                 if job.result_message_id is not None:  # delivered meanwhile (never post twice)
                     return
+                attempt += 1
+                if again.retry_after is not None:
+                    RATE_LIMITS.retried("result")
                 log.info("job %s: posting the result, attempt %d", job.id, attempt)
-                if await self._try_deliver(job):
+                outcome = await self._try_deliver(job)
+                if outcome is None:
                     return
+                again, failures = outcome, failures + (outcome.retry_after is None)
             log.warning("job %s: result still not posted; it stays undelivered and is posted at the next start", job.id)
+        except Exception:
+            log.exception(
+                "job %s: result delivery failed; it stays undelivered and is posted at the next start", job.id
+            )
         finally:
             self._delivering.discard(job.id)
 
@@ -214,6 +244,8 @@ class ResultPoster:
                     limit = min(limit, size) // 2  # Discord's real limit is below what we were told
                     continue
                 return self._send_failed(job, e)
+            except discord.RateLimited as e:
+                raise _TryAgain(f"rate limited for {e.retry_after:.0f} s", e.retry_after) from e
             except _NETWORK_ERRORS as e:
                 raise _TryAgain(f"network error: {e!r}") from e
             finally:
@@ -228,6 +260,8 @@ class ResultPoster:
             message = await post.channel.send(post.text(body), allowed_mentions=post.mention, nonce=post.nonce)
         except discord.HTTPException as e:
             return self._send_failed(post.job, e)
+        except discord.RateLimited as e:
+            raise _TryAgain(f"rate limited for {e.retry_after:.0f} s", e.retry_after) from e
         except _NETWORK_ERRORS as e:
             raise _TryAgain(f"network error: {e!r}") from e
         return message.id
@@ -244,7 +278,9 @@ class ResultPoster:
                 e.code,
             )
             return UNDELIVERABLE
-        if isinstance(e, discord.RateLimited | discord.DiscordServerError) or e.status == 429 or e.status >= 500:
+        if (asked := retry_after(e)) is not None:  # a 429 discord.py did not wait out itself
+            raise _TryAgain(f"HTTP 429, retry after {asked:.0f} s", asked)
+        if isinstance(e, discord.DiscordServerError) or e.status >= 500:
             raise _TryAgain(f"HTTP {e.status}")
         # Another 4xx is our bug (logged): retrying now would fail the same way; the next start tries again.
         log.error("job %s: result refused by Discord (HTTP %s, code %s): %s", job.id, e.status, e.code, e.text)
@@ -256,6 +292,8 @@ class ResultPoster:
         if channel is None:
             try:
                 channel = await self._client.fetch_channel(channel_id)
+            except discord.RateLimited as e:  # not knowing the parent yet is no reason to give up the result
+                raise _TryAgain(f"rate limited for {e.retry_after:.0f} s", e.retry_after) from e
             except (discord.HTTPException, discord.InvalidData, *_NETWORK_ERRORS) as e:
                 log.warning("channel %s could not be looked up: %r", channel_id, e)
                 return None

@@ -4,7 +4,8 @@ Edits go through the bot token and channel messages, never the interaction token
 takes an hour still reports. They are paced (docs/discord.md, "Edit pacing"): at most one edit per job
 every `preview_seconds`, and one per channel every `channel_seconds` across its jobs. Each job has a
 slot that holds only its latest state (latest wins, nothing queues), and a rate limit drops a frame,
-never the job.
+never the job: the job's next edit waits Discord's `retry_after`. A status message or a final edit that
+meets a rate limit is sent again once the wait is over.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from discord.utils import MISSING
 
 from bot import texts, views
 from bot.delivery.discord_codes import NO_ACCESS, TOO_MANY_OLD_EDITS, UNKNOWN_MESSAGE
+from bot.delivery.rate_limits import RATE_LIMITS, retry_after, wait_for
 from bot.queue.api import ProgressUpdate, QueueEntry, RenderQueue
 from engine.jobs import JobStatus
 from storage.records import JobRecord
@@ -45,10 +47,16 @@ class StatusMessages:
     """Posts each job's status message and keeps it current, paced per job and per channel."""
 
     def __init__(
-        self, client: discord.Client, queue: RenderQueue, *, preview_seconds: float, channel_seconds: float
+        self,
+        client: discord.Client,
+        queue: RenderQueue,
+        *,
+        preview_seconds: float,
+        channel_seconds: float,
+        rate_limit_max_wait_s: float,
     ) -> None:
         self._client, self._queue = client, queue
-        self._preview_s, self._channel_s = preview_seconds, channel_seconds
+        self._preview_s, self._channel_s, self._max_wait_s = preview_seconds, channel_seconds, rate_limit_max_wait_s
         self._jobs: dict[int, JobRecord] = {}
         self._status_ids: dict[int, int] = {}
         self._positions: dict[int, int] = {}  # the queue position each queued job's status message shows
@@ -88,7 +96,7 @@ class StatusMessages:
         """The job ended: no more progress edits; the message shows the final state and loses its buttons."""
         self._slots.pop(job.id, None)
         self.remember(job)
-        await self._edit_status(job, texts.status_text(job, now=time.time()), final=True)
+        await self._final_edit(job)
 
     # ---- posting ---------------------------------------------------------------------------------
 
@@ -100,8 +108,13 @@ class StatusMessages:
         text = texts.status_text(job, position=position, eta_done_s=eta_done_s, now=time.time())
         try:
             message = await self._channel(job).send(text, view=views.status_view(job.id))
-        except discord.HTTPException as e:
-            log.warning("job %s: status message not posted (HTTP %s, code %s)", job.id, e.status, e.code)
+        except (discord.HTTPException, discord.RateLimited) as e:
+            if (asked := retry_after(e)) is not None:
+                RATE_LIMITS.hit("status")
+                log.info("job %s: status message rate-limited; posted in %.0f s", job.id, self._wait(asked))
+                self._spawn(self._post_later(job.id, asked))
+            else:
+                log.warning("job %s: status message not posted (%s)", job.id, e)
             return
         self._status_ids[job.id] = message.id
         if position is not None:
@@ -111,7 +124,32 @@ class StatusMessages:
         with contextlib.suppress(LookupError):
             latest = await self._queue.get(job.id)
             if latest.finished:
-                await self._edit_status(latest, texts.status_text(latest, now=time.time()), final=True)
+                await self._final_edit(latest)
+
+    async def _post_later(self, job_id: int, asked: float) -> None:
+        """Post a rate-limited status message once the wait is over (not once the job's result is out)."""
+        await asyncio.sleep(self._wait(asked))
+        with contextlib.suppress(LookupError):
+            job = await self._queue.get(job_id)
+            if job.result_message_id is None and job.status_message_id is None:
+                RATE_LIMITS.retried("status")
+                await self.post_status(job, position=None, eta_done_s=None)  # the refresh puts the position back
+
+    async def _final_edit(self, job: JobRecord) -> None:
+        """The finished job's last edit (no buttons); sent again after a rate limit, even once the result is out."""
+        message_id = self._status_ids.get(job.id)
+        asked = await self._edit_status(job, texts.status_text(job, now=time.time()), final=True)
+        if asked is not None and message_id is not None:
+            self._spawn(self._final_later(job, message_id, asked))
+
+    async def _final_later(self, job: JobRecord, message_id: int, asked: float | None) -> None:
+        while asked is not None:
+            await asyncio.sleep(self._wait(asked))
+            with contextlib.suppress(LookupError):
+                job = await self._queue.get(job.id)
+            RATE_LIMITS.retried("status")
+            text = texts.status_text(job, now=time.time())
+            asked = await self._edit_status(job, text, final=True, message_id=message_id)
 
     async def recover(self, entry: QueueEntry) -> None:
         """After a start: a queued or running job gets its status message back (a new one if it had none)."""
@@ -142,7 +180,8 @@ class StatusMessages:
                 self._positions[job.id] = entry.position
                 text = texts.status_text(job, position=entry.position, eta_done_s=entry.eta_done_s, now=time.time())
                 await self._channel_turn(job.owner.channel_id)
-                await self._edit_status(job, text)
+                if await self._edit_status(job, text) is not None:
+                    self._positions.pop(job.id, None)  # rate-limited: the next refresh edits it again
 
     # ---- what the result delivery asks ------------------------------------------------------------
 
@@ -228,14 +267,16 @@ class StatusMessages:
         files: list[discord.File] | None = None,
         slot: _Slot | None = None,
         final: bool = False,
-    ) -> None:
-        message_id = self._status_ids.get(job.id)
+        message_id: int | None = None,
+    ) -> float | None:
+        """Edit the job's status message; the wait Discord asked for when the edit was rate-limited, else None."""
+        message_id = message_id or self._status_ids.get(job.id)
         if message_id is None:
-            return
+            return None
         lock = self._locks.setdefault(job.id, asyncio.Lock())
         async with lock:
             if slot is not None and job.id not in self._slots:
-                return  # finished meanwhile; the final edit wins
+                return None  # finished meanwhile; the final edit wins
             message = self._channel(job).get_partial_message(message_id)
             try:
                 await message.edit(
@@ -246,20 +287,26 @@ class StatusMessages:
                 self.edits += 1
             except discord.RateLimited as e:
                 self._back_off(job.id, slot, e.retry_after)
+                return e.retry_after
             except discord.HTTPException as e:
-                await self._edit_failed(job, e, slot, final)
+                if (asked := retry_after(e)) is not None:  # a 429 discord.py did not wait out itself
+                    self._back_off(job.id, slot, asked)
+                    return asked
+                await self._edit_failed(job, e, final)
+        return None
 
-    def _back_off(self, job_id: int, slot: _Slot | None, retry_after: float | None) -> None:
+    def _wait(self, asked: float) -> float:
+        return wait_for(asked, floor_s=self._preview_s, cap_s=self._max_wait_s)
+
+    def _back_off(self, job_id: int, slot: _Slot | None, asked: float) -> None:
         # A rate limit drops this frame (the next one replaces it), never the job.
-        log.info("job %s: status edit rate-limited; frame dropped", job_id)
+        RATE_LIMITS.hit("status")
+        log.info("job %s: status edit rate-limited for %.0f s; frame dropped", job_id, asked)
         if slot is not None:
-            slot.due = time.monotonic() + max(self._preview_s, retry_after or 0.0)
+            slot.due = time.monotonic() + self._wait(asked)
 
-    async def _edit_failed(self, job: JobRecord, e: discord.HTTPException, slot: _Slot | None, final: bool) -> None:
-        if e.status == 429 and e.code != TOO_MANY_OLD_EDITS:
-            retry = e.response.headers.get("Retry-After") if e.response is not None else None
-            self._back_off(job.id, slot, float(retry) if retry else None)
-        elif e.code in (UNKNOWN_MESSAGE, TOO_MANY_OLD_EDITS):
+    async def _edit_failed(self, job: JobRecord, e: discord.HTTPException, final: bool) -> None:
+        if e.code in (UNKNOWN_MESSAGE, TOO_MANY_OLD_EDITS):
             # Deleted, or edited too often while old: a fresh status message if still running.
             log.info("job %s: status message gone (code %s)", job.id, e.code)
             self._status_ids.pop(job.id, None)
