@@ -4,8 +4,12 @@ Discord voids an interaction that gets no first answer within 3 seconds (docs/di
 3-second acknowledgement"). Most work (a submit, a look-up) takes milliseconds, but the database
 can be held by another process for seconds: then the interaction is deferred while the work goes
 on, and the answer edits the deferred message. The work itself is never started twice and never
-abandoned because the ack failed. An edit of a deferred answer that meets a rate limit waits Discord's
-`retry_after` and is sent again while the interaction's token lives.
+abandoned because the ack failed.
+
+Interaction answers go through discord.py's webhook adapter, which sleeps through a 429 itself (up to
+five times, whatever the client's `max_ratelimit_timeout`) and never raises `RateLimited`. A 429 that
+still reaches us (Cloudflare's, or the fifth in a row) makes the edit of a deferred answer wait the
+`Retry-After` and try again while the interaction's token lives.
 """
 
 from __future__ import annotations
@@ -39,8 +43,8 @@ async def in_time(interaction: discord.Interaction[Any], work: Coroutine[Any, An
         if not done and not interaction.response.is_done():
             try:
                 await interaction.response.defer(ephemeral=True, thinking=True)
-            except (discord.HTTPException, discord.RateLimited) as e:  # too late to wait: the 3 s are nearly up
-                log.warning("could not defer %s for member %s (%s)", interaction.id, interaction.user.id, e)
+            except discord.HTTPException as e:
+                log.warning("could not defer %s for member %s (HTTP %s)", interaction.id, interaction.user.id, e.status)
         return await task
     except asyncio.CancelledError:
         task.cancel()
@@ -70,7 +74,7 @@ async def edit_answer(interaction: discord.Interaction[Any], **fields: Any) -> N
         try:
             await interaction.edit_original_response(**fields)
             return
-        except (discord.HTTPException, discord.RateLimited) as e:
+        except discord.HTTPException as e:
             asked = retry_after(e)
             if asked is None:
                 raise

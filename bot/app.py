@@ -76,8 +76,8 @@ async def reply_error(interaction: discord.Interaction[Any], error: BaseExceptio
         message = "Something went wrong; it has been logged."
     try:
         await acks.answer(interaction, message)  # a deferred answer's edit waits out a rate limit
-    except (discord.HTTPException, discord.RateLimited) as e:
-        log.warning("could not tell member %s about an error (%s)", interaction.user.id, e)
+    except discord.HTTPException as e:
+        log.warning("could not tell member %s about an error (HTTP %s)", interaction.user.id, e.status)
 
 
 def _name(interaction: discord.Interaction[Any]) -> str:

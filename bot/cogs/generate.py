@@ -380,8 +380,8 @@ class GenerateCog(commands.Cog):
         """Tell the member (a failed ack loses nothing: the job is stored), then post the public status message."""
         try:
             await acks.answer(interaction, texts.ack_text(entry, time.time()))
-        except (discord.HTTPException, discord.RateLimited) as e:
-            log.warning("job %s: the ack to member %s failed (%s)", entry.job.id, interaction.user.id, e)
+        except discord.HTTPException as e:
+            log.warning("job %s: the ack to member %s failed (HTTP %s)", entry.job.id, interaction.user.id, e.status)
         if not entry.duplicate:  # the first submit of this interaction posted it
             await self.status.post_status(entry.job, position=entry.position, eta_done_s=entry.eta_done_s)
 

@@ -68,10 +68,10 @@ def retry_after(error: BaseException) -> float | None:
 
 
 def wait_for(asked_s: float, *, floor_s: float, cap_s: float) -> float:
-    """The wait before trying again: what Discord asked, at least `floor_s`, at most `cap_s`.
+    """The wait before trying again: what Discord asked, at most `cap_s`, and never less than `floor_s`.
 
     The cap keeps a job from being parked for an hour by one huge `retry_after`: trying again early
     costs one more refused request (or none: discord.py refuses it before sending while its bucket is
-    known to be empty).
+    known to be empty). The floor is the call path's own pacing, which a rate limit never shortens.
     """
-    return max(0.0, min(max(floor_s, asked_s), cap_s))
+    return max(0.0, floor_s, min(asked_s, cap_s))

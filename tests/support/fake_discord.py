@@ -57,6 +57,21 @@ class Fault:
 
 
 @dataclasses.dataclass(slots=True)
+class RateLimitWindow:
+    """Requests matching `method` and the path regex are answered 429 until `until` (monotonic time)."""
+
+    method: str
+    pattern: re.Pattern[str]
+    retry_after: float
+    until: float
+    answered: int = 0  # 429s sent
+
+    @property
+    def over(self) -> bool:
+        return time.monotonic() >= self.until
+
+
+@dataclasses.dataclass(slots=True)
 class SentInteraction:
     """An interaction the fake injected through the gateway (`payload` is what it sent, to send it again)."""
 
@@ -123,6 +138,7 @@ class FakeDiscord:
         self.max_upload_bytes: int | None = None
         self.identified = asyncio.Event()
         self._faults: list[Fault] = []
+        self._windows: list[RateLimitWindow] = []
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
@@ -188,15 +204,50 @@ class FakeDiscord:
         self, method: str, pattern: str, *, retry_after: float = 0.3, via: bool = True, times: int = 1
     ) -> None:
         """A 429; with `via` discord.py sleeps and retries, without it discord.py raises at once."""
-        headers = {"Retry-After": f"{retry_after}", "X-RateLimit-Scope": "user"}
-        if via:
-            headers["Via"] = "1.1 google"
-        body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
-        self.fail(method, pattern, 429, body, headers=headers, times=times)
+        headers = self._rate_limit_headers(pattern, retry_after)
+        if not via:
+            del headers["Via"]
+        self.fail(method, pattern, 429, self._rate_limit_body(retry_after), headers=headers, times=times)
+
+    def rate_limit_for(self, method: str, pattern: str, seconds: float, *, retry_after: float) -> RateLimitWindow:
+        """Answer every matching request with a 429 asking for `retry_after` s, for the next `seconds` s.
+
+        Discord's route limit as discord.py reads it: the X-RateLimit-* headers, Retry-After, a `Via`
+        header (without it a 429 is taken for Cloudflare's) and the JSON body. A `retry_after` over the
+        client's `max_ratelimit_timeout` makes discord.py raise `RateLimited`.
+        """
+        window = RateLimitWindow(method, re.compile(pattern), retry_after, time.monotonic() + seconds)
+        self._windows.append(window)
+        return window
+
+    @staticmethod
+    def _rate_limit_headers(pattern: str, retry_after: float) -> dict[str, str]:
+        return {
+            "X-RateLimit-Limit": "5",
+            "X-RateLimit-Remaining": "0",
+            "X-RateLimit-Reset": f"{time.time() + retry_after:.3f}",
+            "X-RateLimit-Reset-After": f"{retry_after:.3f}",
+            "X-RateLimit-Bucket": f"fake-{abs(hash(pattern)):x}",
+            "X-RateLimit-Scope": "user",
+            "Retry-After": f"{retry_after:g}",
+            "Via": "1.1 google",
+        }
+
+    @staticmethod
+    def _rate_limit_body(retry_after: float) -> dict[str, Any]:
+        return {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+
+    def _window_for(self, method: str, path: str) -> RateLimitWindow | None:
+        for window in self._windows:
+            if window.method == method and window.pattern.search(path) and not window.over:
+                window.answered += 1
+                return window
+        return None
 
     def clear_faults(self) -> None:
         """Answer normally from now on."""
         self._faults.clear()
+        self._windows.clear()
 
     def _fault_for(self, method: str, path: str) -> Fault | None:
         for fault in self._faults:
@@ -485,6 +536,10 @@ class FakeDiscord:
         path = request.path
         record = Request(request.method, path, dict(request.query), payload, files, time.monotonic())
         self.requests.append(record)
+        if (window := self._window_for(request.method, path)) is not None:
+            record.status = 429
+            headers = self._rate_limit_headers(window.pattern.pattern, window.retry_after)
+            return self._json(429, self._rate_limit_body(window.retry_after), headers)
         fault = self._fault_for(request.method, path)
         if fault is not None:
             record.status = fault.status
