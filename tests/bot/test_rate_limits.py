@@ -12,7 +12,7 @@ import itertools
 from pathlib import Path
 
 from bot.delivery.rate_limits import RATE_LIMITS, wait_for
-from tests.support.bot_harness import ALICE, BOB, make_config, running_bot, status_edits, status_message
+from tests.support.bot_harness import ALICE, BOB, Harness, make_config, running_bot, status_edits, status_message
 from tests.support.fake_discord import FakeDiscord, Request
 from tests.support.images import png_bytes
 from tests.support.waiting import eventually
@@ -129,3 +129,36 @@ async def test_a_deferred_answer_whose_edit_meets_a_rate_limit_is_sent_again(fak
     assert edits() == [429, 429, 200]
     assert "**#1** accepted" in fake.replies(sent)[-1]
     assert RATE_LIMITS.retries["ack"] - retries == 2
+
+
+async def test_a_final_status_edit_meeting_a_rate_limit_is_sent_again_after_the_result(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with running_bot(fake, make_config(tmp_path, rate_limit_max_wait_seconds=CAP_S), hold_at=1) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="rain", iterations=4)
+        await eventually(lambda: status_message(fake, 1)["id"] != "0", 30.0, "the status message")
+        fake.rate_limit_for("PATCH", rf"/messages/{status_message(fake, 1)['id']}$", 600.0, retry_after=60.0)
+        h.gate.release()
+        await eventually(lambda: any(r.status == 429 for r in status_edits(fake, 1, "done")), 30.0, "a refused edit")
+        await eventually(lambda: fake.results(1), 30.0, "the result, posted meanwhile")
+        fake.clear_faults()  # the limit passes
+        await eventually(lambda: "✅ done" in status_message(fake, 1)["content"], 30.0, "the final edit")
+        await h.settled()
+    assert status_message(fake, 1)["components"] == []  # the Cancel button is gone
+
+
+async def test_a_status_message_meeting_a_rate_limit_is_posted_once_the_limit_passes(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    async with running_bot(fake, make_config(tmp_path, rate_limit_max_wait_seconds=CAP_S), run_jobs=False) as h:
+        fake.rate_limit_for("POST", CHANNEL_POSTS, 600.0, retry_after=60.0)
+        await fake.slash("imagine", user_id=ALICE, prompt="rain")
+        await eventually(lambda: any(r.status == 429 for r in fake.requests if r.method == "POST"), 30.0, "a 429")
+        fake.clear_faults()
+        await eventually(lambda: status_message(fake, 1)["id"] != "0", 30.0, "the status message")
+        await eventually(lambda: _status_id(h, 1), 10.0, "its id stored")
+    assert len([m for m in fake.channel_messages() if m["content"].startswith("**#1**")]) == 1
+
+
+async def _status_id(h: Harness, job_id: int) -> int | None:
+    return (await h.job(job_id)).status_message_id
