@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -69,10 +70,9 @@ async def work(args: argparse.Namespace) -> None:
     data = Path(args.data)
 
     def tiny(device: str) -> GatedRenderer:
-        renderer = GatedRenderer(EngineRenderer(device), FileGate(Path(args.gate)))
-        return renderer
+        return GatedRenderer(EngineRenderer(device), FileGate(Path(args.gate)))
 
-    factory: RendererFactory = tiny  # type: ignore[assignment]
+    factory: RendererFactory = tiny
     config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
     async with open_queue(data / "jobs.sqlite3", data, config) as queue:
         if args.submit:
@@ -82,7 +82,8 @@ async def work(args: argparse.Namespace) -> None:
         runner = JobRunner(queue, factory, ["cpu"], data, options)
         await runner.start()
         while await queue.store.active():
-            await asyncio.sleep(0.1)
+            with contextlib.suppress(TimeoutError):  # as the tests' queue worker does: poll the database
+                await asyncio.wait_for(runner.stopped.wait(), 0.1)
         await runner.drain()
         await queue.flush_events()
 
@@ -110,8 +111,8 @@ def summary(files: list[tuple[str, int]]) -> list[str]:
     return [f"{groups[k]:5d} files {sizes[k]:>10,d} B  {k}" for k in sorted(groups)]
 
 
-def drive(args: argparse.Namespace) -> int:
-    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="vqbot-growth-"))
+def grow(base: Path, jobs: int, iterations: int) -> Path:
+    """Run the jobs with the crash and the restart in `base`; the data directory they left."""
     data, sources = base / "data", base / "sources"
     sources.mkdir(parents=True, exist_ok=True)
     from PIL import Image
@@ -122,25 +123,30 @@ def drive(args: argparse.Namespace) -> int:
     init = sources / "init.png"
     Image.new("RGB", (32, 32), (200, 120, 40)).save(init)
     gate = FileGate(base / "gate")
-    hold = args.iterations + 2  # the style transfer's second frame, after the checkpoint of the first
-    gate.hold_at(hold)
-    common = ["--data", str(data), "--gate", str(gate.directory), "--jobs", str(args.jobs)]
-    common += ["--iterations", str(args.iterations), "--video", str(video), "--init", str(init)]
-    began = time.monotonic()
+    gate.hold_at(iterations + 2)  # the style transfer's second frame, after the checkpoint of the first
+    common = ["--data", str(data), "--gate", str(gate.directory), "--jobs", str(jobs)]
+    common += ["--iterations", str(iterations), "--video", str(video), "--init", str(init)]
     first = subprocess.Popen([sys.executable, __file__, "--worker", "--submit", *common], env=_env())
-    while not gate.waiting():
-        if first.poll() is not None:
-            print(f"the first worker exited ({first.returncode}) before the gate", file=sys.stderr)
-            return 1
-        time.sleep(0.1)
-    time.sleep(0.5)  # let the held step's checkpoint write land (it is not what is measured)
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    try:
+        while not gate.waiting() or _checkpoint_step(data / "jobs.sqlite3") is None:
+            if first.poll() is not None:
+                raise RuntimeError(f"the first worker exited ({first.returncode}) before the crash")
+            time.sleep(0.1)
+        first.send_signal(signal.SIGKILL)  # mid style transfer, after a checkpoint: the restart resumes it
+    finally:
+        first.kill()
+        first.wait()
     gate.release()
     second = subprocess.Popen([sys.executable, __file__, "--worker", *common], env=_env())
-    if second.wait() != 0:
-        print("the second worker failed", file=sys.stderr)
-        return 1
+    if second.wait(600) != 0:
+        raise RuntimeError("the second worker failed")
+    return data
+
+
+def drive(args: argparse.Namespace) -> int:
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="vqbot-growth-"))
+    began = time.monotonic()
+    data = grow(base, args.jobs, args.iterations)
     total, files = listing(data)
     database = sum(size for path, size in files if path.startswith("jobs.sqlite3"))
     print(f"{args.jobs} jobs ({args.iterations} iterations per frame), one SIGKILL mid style transfer, restarted")
@@ -152,6 +158,12 @@ def drive(args: argparse.Namespace) -> int:
         for path, size in files:
             print(f"{size:>10,d}  {path}")
     return 0
+
+
+def _checkpoint_step(db: Path) -> int | None:
+    with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
+        row = conn.execute("SELECT checkpoint_step FROM jobs WHERE id = 1").fetchone()
+    return None if row is None else row[0]
 
 
 def _env() -> dict[str, str]:
