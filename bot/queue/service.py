@@ -99,9 +99,13 @@ class JobQueue:
         attempts left on disk removed, and the hourly housekeeping (expired results, leftovers) started."""
         queue = cls(store, data_dir, config)
         await queue.load_speeds()
-        await queue.housekeep()
-        queue._housekeeping = asyncio.get_running_loop().create_task(queue._housekeep_every())
+        await queue.start_housekeeping()
         return queue
+
+    async def start_housekeeping(self) -> None:
+        """Tidy the data directory now, then every `housekeeping_every_s` until `aclose`."""
+        await self.housekeep()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep_every())
 
     async def aclose(self) -> None:
         """Stop the housekeeping, let pending event handlers finish (briefly). The store stays open."""
@@ -161,16 +165,7 @@ class JobQueue:
         """
         await self.load_speeds()
         admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
-        files = input_files(spec, inputs or {})
-        if not self.disk.has_room():
-            raise QueueRefused(DISK_FULL_TEXT)
-        try:
-            staged = await asyncio.to_thread(StagedInputs.copy, self.data_dir, files) if files else None
-        except OSError as e:
-            if is_disk_full(e):
-                log.error("a submit found the disk full while copying its inputs: %s", e)
-                raise QueueRefused(DISK_FULL_TEXT) from e
-            raise
+        staged = await self._stage(input_files(spec, inputs or {}))
 
         async def prepare(job_id: int) -> JobSpec:
             assert staged is not None
@@ -191,13 +186,9 @@ class JobQueue:
                 prepare=prepare if staged is not None else None,
                 interaction_id=interaction_id,
             )
-        except asyncio.CancelledError:
-            if staged is not None:
-                await staged.discard(moved=False)
-            raise
-        except Exception as e:
-            if staged is not None:
-                await staged.discard()
+        except BaseException as e:
+            if staged is not None:  # cancelled mid-COMMIT, the job may be stored: its moved files stay
+                await staged.discard(moved=not isinstance(e, asyncio.CancelledError))
             if isinstance(e, LimitReached):
                 raise QueueRefused(str(e)) from e
             if isinstance(e, AlreadySubmitted):
@@ -211,6 +202,18 @@ class JobQueue:
         for runner in self._runners:
             runner.wake()
         return await self._entry(job)
+
+    async def _stage(self, files: Mapping[str, Path]) -> StagedInputs | None:
+        """Copy a job's inputs into a staging folder of their own; refuse the job when the disk is (nearly) full."""
+        if not self.disk.has_room():
+            raise QueueRefused(DISK_FULL_TEXT)
+        try:
+            return await asyncio.to_thread(StagedInputs.copy, self.data_dir, files) if files else None
+        except OSError as e:
+            if is_disk_full(e):
+                log.error("a submit found the disk full while copying its inputs: %s", e)
+                raise QueueRefused(DISK_FULL_TEXT) from e
+            raise
 
     async def _entry(self, job: JobRecord) -> QueueEntry:
         for planned in await self._plan():
