@@ -151,7 +151,10 @@ def drive(args: argparse.Namespace) -> int:
     database = sum(size for path, size in files if path.startswith("jobs.sqlite3"))
     print(f"{args.jobs} jobs ({args.iterations} iterations per frame), one SIGKILL mid style transfer, restarted")
     print(f"in {time.monotonic() - began:.0f} s; data directory {data}")
+    folders = sorted(str(p.relative_to(data)) for p in data.rglob("*") if p.is_dir())
+    empty = [f for f in folders if not any((data / f).iterdir())]
     print(f"total: {total:,d} bytes in {len(files)} files ({database:,d} bytes of them the database)")
+    print(f"{len(folders)} folders, {len(empty)} of them empty: {' '.join(empty) or '-'}")
     for line in summary(files):
         print(line)
     if args.list:
