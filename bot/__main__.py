@@ -74,6 +74,8 @@ def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceCo
         max_queued_per_guild=settings.bot_max_queued_per_guild,
         max_running_per_guild=settings.bot_max_running_per_guild,
         admission=limits,
+        min_free_disk_bytes=settings.bot_min_free_disk_mb * 2**20,
+        keep_results_s=settings.bot_keep_results_days * 86400 if settings.bot_keep_results_days else None,
     )
     runner = RunnerConfig(
         worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     bot_preview_seconds: float = Field(default=4.0, ge=3.0, le=60.0)  # one status edit per job at most this often
     bot_channel_edit_seconds: float = Field(default=1.0, ge=0.0)  # one edit per channel at most this often
     bot_rate_limit_max_wait_seconds: float = Field(default=300.0, ge=1.0)  # longest wait on one Discord rate limit
+    bot_keep_results_days: float = Field(default=30.0, ge=0)  # results are deleted this long after; 0 = kept forever
+    bot_min_free_disk_mb: int = Field(default=2048, ge=0)  # below it, new jobs are refused (0 = no check)
     bot_worker_id: str | None = None  # stable across restarts, so a restart takes its jobs back at once
     bot_log_level: str = "INFO"
     bot_log_format: str = "text"  # "text" or "json"

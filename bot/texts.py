@@ -177,9 +177,14 @@ def job_text(
         lines.append(f"{where} · progress {progress_bar(job.step, job.steps)} · done {eta(entry.eta_done_s, now)}")
     if job.error:
         lines.append(f"Error: {truncate(without_paths(job.error), 300)}")
-    if job.result_paths:
+    if job.result_paths and job.results_expired_at is not None:
+        lines.append(
+            f"The result file has expired: it was deleted <t:{int(job.results_expired_at)}:R>, "
+            "as the bot keeps results for a limited time."
+        )
+    elif job.result_paths:
         lines.append(f"Result: {len(job.result_paths)} file(s)" + (" (partial)" if job.partial else ""))
-    if job.finished and job.result_message_id == UNDELIVERABLE and job.result_paths:
+    if job.finished and job.result_message_id == UNDELIVERABLE and job.result_paths and not job.results_expired_at:
         lines.append("The result could not be posted in its channel (gone, or no access); the file is kept on disk.")
     if full_size is not None:
         lines.append(

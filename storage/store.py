@@ -31,6 +31,10 @@ class LimitReached(StoreError):
     """A submit cap is full; the message names the cap and the count."""
 
 
+class DiskFull(StoreError):
+    """A write failed because the disk (or the database's quota) is full; nothing was written."""
+
+
 class AlreadySubmitted(StoreError):
     """A job was already made for this interaction: `job` is it (one job per interaction, whatever its ack did)."""
 
@@ -123,6 +127,10 @@ class JobStore(GuildSettingsStore, Protocol):
     async def mark_delivered(self, job_id: int, message_id: int) -> None: ...
 
     async def undelivered(self) -> list[JobRecord]: ...
+
+    async def results_to_expire(self, *, finished_before: float, limit: int = 100) -> list[JobRecord]: ...
+
+    async def mark_results_expired(self, job_id: int, *, now: float) -> None: ...
 
     async def speeds(self) -> dict[str, float]: ...
 

@@ -157,7 +157,7 @@ class ManageCog(commands.Cog):
         re-encoded result, the full file's size."""
         record = await self._job(interaction, job_id)
         entry = next((e for e in await self.render_queue.snapshot() if e.job.id == job_id), None)
-        if not record.result_paths:
+        if not record.result_paths or record.results_expired_at is not None:
             return record, entry, None, None
         return (
             record,

@@ -182,6 +182,10 @@ class RunnerQueue(Protocol):
 
     async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool: ...
 
+    def disk_full(self) -> None:
+        """A render found the disk full: nothing is claimed for a while, then claims resume by themselves."""
+        ...
+
     async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
         """Give the job back to the queue (shutdown), keeping its checkpoint and its place."""
         ...

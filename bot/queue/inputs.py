@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from bot.queue.api import QueueRefused
+from bot.queue.job_files import STAGING_PREFIX, remove
 from engine.jobs import JobSpec
 
 PATH_FIELDS = ("init_image", "video")  # spec fields that are a local file path
@@ -45,28 +46,42 @@ def input_files(spec: JobSpec, inputs: Mapping[str, Path]) -> dict[str, Path]:
     return files
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
+@dataclasses.dataclass(slots=True)
 class StagedInputs:
-    """Copies of a job's inputs in a staging folder, waiting for the job's id."""
+    """Copies of a job's inputs in a staging folder of their own, waiting for the job's id.
+
+    The staging folder is unique, so a failed submit never leaves files where a later job would find
+    them: `discard` removes them wherever they are, and `bot.queue.job_files` removes what a crash left.
+    """
 
     folder: Path
     files: Mapping[str, Path]  # field -> the original file
     names: Mapping[str, str]  # field -> its copy's name in `folder`
+    moved_to: Path | None = None  # set once renamed under the job's id (inside the job's transaction)
 
     @classmethod
     def copy(cls, data_dir: Path, files: Mapping[str, Path]) -> StagedInputs:
-        """Copy `files` into a fresh staging folder (blocking: call it in a thread)."""
-        folder = data_dir / "inputs" / f".staging-{uuid.uuid4().hex}"
+        """Copy `files` into a fresh staging folder (blocking: call it in a thread); nothing is left if it fails."""
+        folder = data_dir / "inputs" / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
         folder.mkdir(parents=True)
         names: dict[str, str] = {}
-        for name, path in files.items():
-            names[name] = f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
-            shutil.copyfile(path, folder / names[name])
+        try:
+            for name, path in files.items():
+                names[name] = f"{name}{path.suffix.lower()}"  # one name per field: two inputs never collide
+                shutil.copyfile(path, folder / names[name])
+        except BaseException:
+            remove(folder)
+            raise
         return cls(folder, dict(files), names)
 
     async def move_to(self, final: Path, spec: JobSpec) -> JobSpec:
-        """Rename the staging folder to `final`; `spec` with its paths pointing there."""
-        await asyncio.to_thread(os.replace, self.folder, final)
+        """Rename the staging folder to `final`; `spec` with its paths pointing there.
+
+        Called with the job's new id inside its transaction: no stored job has that id, so anything
+        already at `final` is a leftover of a submit that was rolled back, and goes first.
+        """
+        await asyncio.to_thread(_replace_folder, self.folder, final)
+        self.moved_to = final
         init_image = str(final / self.names["init_image"]) if "init_image" in self.names else spec.init_image
         video = str(final / self.names["video"]) if "video" in self.names else spec.video
         image_prompts = spec.image_prompts
@@ -75,7 +90,18 @@ class StagedInputs:
             image_prompts = image_prompts.replace(old, new)
         return dataclasses.replace(spec, init_image=init_image, video=video, image_prompts=image_prompts)
 
-    async def discard(self) -> None:
-        """Remove the staging folder if it is still there (the job was refused: nothing was moved)."""
-        if self.folder.exists():
-            await asyncio.to_thread(shutil.rmtree, self.folder, True)
+    async def discard(self, *, moved: bool = True) -> None:
+        """The job was not stored (refused, or its transaction failed): remove the copies, staged or moved.
+
+        `moved=False` leaves a moved folder alone (a submit cancelled mid-COMMIT may have stored its job;
+        if it did not, the start-up sweep removes the folder).
+        """
+        for folder in (self.folder, self.moved_to if moved else None):
+            if folder is not None:
+                await asyncio.to_thread(remove, folder)
+
+
+def _replace_folder(staged: Path, final: Path) -> None:
+    if final.exists():
+        remove(final)
+    os.replace(staged, final)

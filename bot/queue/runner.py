@@ -15,7 +15,6 @@ import dataclasses
 import functools
 import logging
 import os
-import shutil
 import socket
 import threading
 import time
@@ -25,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
+from bot.queue.disk import is_disk_full
+from bot.queue.job_files import remove, work_path
 from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
 from engine.jobs import Artifact, JobKind, JobStatus, Progress
 from storage.records import Claim
@@ -42,15 +43,6 @@ def output_path(data_dir: Path, claim: Claim) -> Path:
     )
     name = f"job-{claim.job.id}.{'mp4' if video else 'png'}"
     return Path(data_dir) / "outputs" / str(claim.job.id) / f"a{claim.attempt}" / name
-
-
-def work_path(data_dir: Path, job_id: int) -> Path:
-    """A job's folder for the engine's intermediate files: data_dir/work/<job id>.
-
-    It outlives the job's attempts (a resumed video's frames are there) and is removed when the job
-    ends (done, failed or cancelled); a drained or crashed job keeps it for its next attempt.
-    """
-    return Path(data_dir) / "work" / str(job_id)
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -268,7 +260,12 @@ class JobRunner:
                 return None, "internal error"
             log.info("job %s refused by the engine: %s", job.id, e)  # InvalidJob, OutOfMemory: say what to change
             return None, str(e)
-        except Exception:
+        except Exception as e:
+            if is_disk_full(e):  # not the job's fault: back to the queue with its checkpoint, as at a shutdown
+                log.error("job %s: the disk is full; back in the queue until there is room (%s)", job.id, e)
+                run.draining = True
+                self.queue.disk_full()
+                return None, None
             log.exception("job %s failed on %s", job.id, device)
             return None, "internal error"
 
@@ -295,7 +292,7 @@ class JobRunner:
         gpu_seconds = time.monotonic() - run.started
         if run.lost:
             log.warning("job %s: lease lost to another runner; discarding this attempt", job.id)
-            await asyncio.to_thread(shutil.rmtree, run.output.parent, True)
+            await asyncio.to_thread(remove, run.output.parent)
             return
         if run.draining and (artifact is None or artifact.partial) and error is None:
             await self._give_back(run, gpu_seconds)
@@ -325,8 +322,6 @@ class JobRunner:
         if record is None:
             log.warning("job %s: lease lost before it could be recorded; discarding this attempt", job.id)
             return
-        # the job has ended for good: its intermediate files go (a drained or crashed job keeps them)
-        await asyncio.to_thread(shutil.rmtree, work_path(self.data_dir, job.id), True)
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
     async def _give_back(self, run: _Run, gpu_seconds: float) -> None:
@@ -336,7 +331,7 @@ class JobRunner:
             data, step, frame = run.drain_checkpoint
             await self.queue.save_checkpoint(claim, data, step=step, frame=frame)
         released = await self.queue.release(claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame)
-        await asyncio.to_thread(shutil.rmtree, run.output.parent, True)
+        await asyncio.to_thread(remove, run.output.parent)
         log.info(
             "job %s: back in the queue at step %d (shutdown)%s",
             claim.job.id,

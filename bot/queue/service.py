@@ -8,6 +8,7 @@ its own, only the live progress of jobs running in this process and the subscrib
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import time
@@ -25,7 +26,9 @@ from bot.queue.api import (
     QueueEntry,
     QueueRefused,
 )
+from bot.queue.disk import DISK_FULL_TEXT, DiskSpace, is_disk_full
 from bot.queue.inputs import StagedInputs, input_files
+from bot.queue.job_files import JobFiles
 from bot.queue.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
@@ -48,6 +51,10 @@ class QueueConfig:
     max_queued_per_guild: int | None = 100
     max_running_per_guild: int | None = None
     admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
+    min_free_disk_bytes: int = 0  # below it, new jobs are refused and none is claimed (0: never)
+    keep_results_s: float | None = None  # results are deleted this long after their job ended (None: kept)
+    housekeeping_every_s: float = 3600.0  # how often expired results and crash leftovers are looked for
+    disk_full_pause_s: float = 60.0  # after a render found the disk full, no job is claimed for this long
 
 
 class JobQueue:
@@ -80,17 +87,48 @@ class JobQueue:
         self._runners: list[LocalRunner] = []
         self._live: dict[int, ProgressUpdate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.files = JobFiles(self.data_dir)
+        self.disk = DiskSpace(
+            self.data_dir, self.config.min_free_disk_bytes, full_pause_s=self.config.disk_full_pause_s
+        )
+        self._housekeeping: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(cls, store: JobStore, data_dir: Path, config: QueueConfig | None = None) -> JobQueue:
-        """A queue on `store` with the measured speeds loaded (so the first ETA is already right)."""
+        """A queue on `store` with the measured speeds loaded (so the first ETA is already right), what crashed
+        attempts left on disk removed, and the hourly housekeeping (expired results, leftovers) started."""
         queue = cls(store, data_dir, config)
         await queue.load_speeds()
+        await queue.start_housekeeping()
         return queue
 
+    async def start_housekeeping(self) -> None:
+        """Tidy the data directory now, then every `housekeeping_every_s` until `aclose`."""
+        await self.housekeep()
+        self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep_every())
+
     async def aclose(self) -> None:
-        """Let pending event handlers finish (briefly). The store stays open."""
+        """Stop the housekeeping, let pending event handlers finish (briefly). The store stays open."""
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.flush_events(limit_s=5.0)
+
+    async def housekeep(self, *, now: float | None = None) -> None:
+        """Delete the results past the retention period and what ended or crashed jobs left (at `now`)."""
+        now = self.clock() if now is None else now
+        if self.config.keep_results_s is not None:
+            await self.files.expire(self.store, keep_s=self.config.keep_results_s, now=now)
+        await self.files.sweep(self.store, now=now)
+
+    async def _housekeep_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.housekeeping_every_s)
+            try:
+                await self.housekeep()
+            except Exception:  # a busy database or a full disk: the next round tries again
+                log.exception("housekeeping the data directory failed")
 
     async def flush_events(self, limit_s: float | None = None) -> None:
         """Wait until the subscribers' `on_started`/`on_finished` calls made so far have returned."""
@@ -127,8 +165,7 @@ class JobQueue:
         """
         await self.load_speeds()
         admit(spec, self.config.admission, self.speeds.seconds_per_step(SpeedClass.of(spec), self.config.devices))
-        files = input_files(spec, inputs or {})
-        staged = await asyncio.to_thread(StagedInputs.copy, self.data_dir, files) if files else None
+        staged = await self._stage(input_files(spec, inputs or {}))
 
         async def prepare(job_id: int) -> JobSpec:
             assert staged is not None
@@ -149,18 +186,34 @@ class JobQueue:
                 prepare=prepare if staged is not None else None,
                 interaction_id=interaction_id,
             )
-        except LimitReached as e:
-            raise QueueRefused(str(e)) from e
-        except AlreadySubmitted as e:
-            log.warning("job %s: interaction %s submitted again; no second job", e.job.id, interaction_id)
-            return dataclasses.replace(await self._entry(e.job), duplicate=True)
-        finally:
-            if staged is not None:
-                await staged.discard()
+        except BaseException as e:
+            if staged is not None:  # cancelled mid-COMMIT, the job may be stored: its moved files stay
+                await staged.discard(moved=not isinstance(e, asyncio.CancelledError))
+            if isinstance(e, LimitReached):
+                raise QueueRefused(str(e)) from e
+            if isinstance(e, AlreadySubmitted):
+                log.warning("job %s: interaction %s submitted again; no second job", e.job.id, interaction_id)
+                return dataclasses.replace(await self._entry(e.job), duplicate=True)
+            if is_disk_full(e):
+                log.error("a submit found the disk full: %s", e)
+                raise QueueRefused(DISK_FULL_TEXT) from e
+            raise
         log.info("job %s queued for user %s (%s %dx%d)", job.id, owner.user_id, spec.kind, spec.width, spec.height)
         for runner in self._runners:
             runner.wake()
         return await self._entry(job)
+
+    async def _stage(self, files: Mapping[str, Path]) -> StagedInputs | None:
+        """Copy a job's inputs into a staging folder of their own; refuse the job when the disk is (nearly) full."""
+        if not self.disk.has_room():
+            raise QueueRefused(DISK_FULL_TEXT)
+        try:
+            return await asyncio.to_thread(StagedInputs.copy, self.data_dir, files) if files else None
+        except OSError as e:
+            if is_disk_full(e):
+                log.error("a submit found the disk full while copying its inputs: %s", e)
+                raise QueueRefused(DISK_FULL_TEXT) from e
+            raise
 
     async def _entry(self, job: JobRecord) -> QueueEntry:
         for planned in await self._plan():
@@ -187,6 +240,7 @@ class JobQueue:
             cancelled = await self.store.cancel_queued(job_id, now=self.clock())
             if cancelled is not None:
                 log.info("job %s cancelled while queued by user %s", job_id, by_user)
+                await self.files.ended(cancelled)
                 self.publish_finished(cancelled)
                 return cancelled
         # running (or claimed a moment ago): ask its runner, here at once or elsewhere at its next heartbeat
@@ -283,8 +337,10 @@ class JobQueue:
     async def mark_delivered(self, job_id: int, message_id: int) -> None:
         try:
             await self.store.mark_delivered(job_id, message_id)
+            job = await self.store.get(job_id)
         except NoSuchJob as e:
             raise JobNotFound(f"there is no job #{job_id}") from e
+        await self.files.delivered(job)  # its fitted copy was only for the upload
 
     async def undelivered(self) -> list[JobRecord]:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
@@ -304,6 +360,9 @@ class JobQueue:
         return await self.store.expire_leases(owner_prefix)
 
     async def claim(self, lease_owner: str, *, lease_s: float, device: str) -> Claim | None:
+        """The next job for `device`, or None; none while the disk is short (the runner asks again later)."""
+        if not self.disk.may_claim():
+            return None
         return await self.store.claim_next(
             lease_owner, lease_s=lease_s, now=self.clock(), choose=self.policy.choose, device=device
         )
@@ -317,6 +376,9 @@ class JobQueue:
 
     async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool:
         return await self.store.save_checkpoint(claim, data, step=step, frame=frame, now=self.clock())
+
+    def disk_full(self) -> None:
+        self.disk.note_full()
 
     async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
         return await self.store.release(claim, now=self.clock(), gpu_seconds=gpu_seconds, step=step, frame=frame)
@@ -347,6 +409,7 @@ class JobQueue:
             seed=seed,
         )
         if record is not None:
+            await self.files.ended(record)  # before the result poster starts on it
             self.publish_finished(record)
         return record
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import aiosqlite
 
 from storage.sqlite.migrations import LATEST, migrate
+from storage.store import DiskFull
 
 BUSY_TIMEOUT_MS = 10_000
 
@@ -59,18 +61,31 @@ async def immediate(conn: aiosqlite.Connection) -> AsyncIterator[aiosqlite.Conne
     COMMIT that fails (a full disk, an I/O error) is rolled back. Otherwise every later BEGIN would fail
     with "cannot start a transaction within a transaction" and the other processes would wait on a
     write lock that is never released.
+
+    A full disk (SQLITE_FULL, at any statement or at COMMIT) raises `DiskFull` once rolled back, so the
+    bot can tell it from a bug and refuse new work until space returns.
     """
-    await _to_completion(conn, conn.execute("BEGIN IMMEDIATE"))
     try:
-        yield conn
-    except BaseException:
-        await _rollback(conn)
+        await _to_completion(conn, conn.execute("BEGIN IMMEDIATE"))
+        try:
+            yield conn
+        except BaseException:
+            await _rollback(conn)
+            raise
+        try:
+            await _to_completion(conn, conn.execute("COMMIT"))
+        except BaseException:
+            await _rollback(conn)
+            raise
+    except sqlite3.Error as e:
+        if _disk_full(e):
+            raise DiskFull(f"the database could not be written: {e}") from e
         raise
-    try:
-        await _to_completion(conn, conn.execute("COMMIT"))
-    except BaseException:
-        await _rollback(conn)
-        raise
+
+
+def _disk_full(error: sqlite3.Error) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF == sqlite3.SQLITE_FULL
 
 
 async def _to_completion(conn: aiosqlite.Connection, statement: Awaitable[object]) -> None:

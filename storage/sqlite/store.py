@@ -95,8 +95,9 @@ class SqliteJobStore:
     ) -> JobRecord:
         """Insert a queued job after checking the caps, all in one transaction.
 
-        `prepare(job_id)` runs inside the transaction (to copy input files under the new id) and
-        returns the spec to store; if it raises, nothing is inserted. A job already made for
+        `prepare(job_id)` runs inside the transaction (to move input files under the new id) and
+        returns the spec to store; if it raises, nothing is inserted. When this raises after `prepare`
+        ran (a failed COMMIT), the id was not taken: the caller undoes what `prepare` did. A job already made for
         `interaction_id` raises `AlreadySubmitted` with it (the column is unique: one job per interaction).
         """
         spec_json = spec_to_json(spec)  # validates that the spec serialises before anything is written
@@ -269,8 +270,21 @@ class SqliteJobStore:
         async with self._lock:
             return await self._records(
                 "state IN ('done', 'failed', 'cancelled') AND result_message_id IS NULL "
-                "AND (result_paths != '[]' OR error IS NOT NULL) ORDER BY id"
+                "AND (result_paths != '[]' OR error IS NOT NULL) AND results_expired_at IS NULL ORDER BY id"
             )
+
+    async def results_to_expire(self, *, finished_before: float, limit: int = 100) -> list[JobRecord]:
+        """Finished jobs with result files that ended before `finished_before` and were not expired yet, oldest first."""
+        async with self._lock:
+            return await self._records(
+                "state IN ('done', 'failed', 'cancelled') AND finished_at < ? AND result_paths != '[]' "
+                "AND results_expired_at IS NULL ORDER BY finished_at LIMIT ?",
+                (finished_before, limit),
+            )
+
+    async def mark_results_expired(self, job_id: int, *, now: float) -> None:
+        """Record that retention deleted the job's result files (/job says so)."""
+        await self._update_one("UPDATE jobs SET results_expired_at = ? WHERE id = ?", (now, job_id))
 
     # -- the runner's side ----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 from engine.jobs import JobSpec, JobStatus
 from storage.records import Owner, QueueState, SubmitLimits
 from storage.sqlite.store import SqliteJobStore
-from storage.store import LimitReached, NoSuchJob
+from storage.store import DiskFull, LimitReached, NoSuchJob
 
 SPEC = JobSpec(text_prompts="a lighthouse", width=64, height=64, iterations=10, vqgan_model="tiny", clip_model="tiny")
 NO_LIMITS = SubmitLimits(max_queued_per_member=None, max_queued_per_guild=None)
@@ -219,3 +219,38 @@ async def test_a_failed_commit_is_rolled_back_and_the_next_write_works(
     assert (await store.get(job.id)).status_message_id is None  # rolled back
     await store.set_status_message(job.id, 43)
     assert (await store.get(job.id)).status_message_id == 43
+
+
+async def test_a_full_database_raises_disk_full_rolls_back_and_works_again_with_room(store: SqliteJobStore) -> None:
+    conn = store._conn
+    (pages,) = await (await conn.execute("PRAGMA page_count")).fetchone()  # type: ignore[misc]
+    await conn.execute(f"PRAGMA max_page_count = {pages}")  # a real SQLITE_FULL: no page may be added
+    made, full = [], None
+    for _ in range(200):  # the last page's free room takes a few jobs
+        try:
+            made.append(await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS))
+        except DiskFull as e:
+            full = e
+            break
+    assert full is not None
+    assert [j.id for j in await store.active()] == [j.id for j in made]  # the failed insert left nothing
+    await conn.execute("PRAGMA max_page_count = 1073741823")
+    assert (await store.create(Owner(user_id=1), SPEC, now=2.0, limits=NO_LIMITS)).id == len(made) + 1
+
+
+async def test_results_past_retention_are_listed_once_and_never_offered_for_delivery_again(
+    store: SqliteJobStore,
+) -> None:
+    for n, finished_at in enumerate((10.0, 20.0, 30.0)):
+        await store.create(Owner(user_id=n), SPEC, now=1.0, limits=NO_LIMITS)
+        claim = await store.claim_next("w/cpu", lease_s=10, now=finished_at, choose=oldest)
+        assert claim is not None
+        paths = [] if n == 1 else [f"/data/outputs/{claim.job.id}/a1/job.png"]  # job 2 failed without a result
+        state = JobStatus.FAILED if n == 1 else JobStatus.DONE
+        await store.finish(claim, state, now=finished_at, gpu_seconds=1, step=10, frame=1, result_paths=paths)
+    assert [j.id for j in await store.results_to_expire(finished_before=35.0)] == [1, 3]
+    assert [j.id for j in await store.results_to_expire(finished_before=25.0)] == [1]
+    await store.mark_results_expired(1, now=40.0)
+    assert (await store.get(1)).results_expired_at == 40.0
+    assert [j.id for j in await store.results_to_expire(finished_before=35.0)] == [3]
+    assert 1 not in [j.id for j in await store.undelivered()]  # its file is gone: nothing to post

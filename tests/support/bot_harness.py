@@ -72,11 +72,13 @@ async def running_bot(
     devices: tuple[str, ...] = ("cpu",),
     file_check: MemberFileCheck = check_member_file,
     renderer: RendererFactory | None = None,
+    queue_options: dict[str, Any] | None = None,
 ) -> AsyncIterator[Harness]:
     """The real discord.py bot in this event loop, over a real queue in `config.data_dir`.
 
     `hold_at`: the gate's first limit (renders wait after that step until the test moves it).
     `file_check` checks attachments (a test can hold it); `renderer(device, gate)` replaces the fake renderer.
+    `queue_options` are more `QueueConfig` fields (retention, the free-disk minimum).
     """
     config = dataclasses.replace(config, max_queued_per_member=max_queued)  # the host's cap, as the bot knows it
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -92,6 +94,7 @@ async def running_bot(
             max_queued_per_member=max_queued,
             max_queued_per_guild=config.max_queued_per_guild,
             admission=limits,
+            **(queue_options or {}),
         ),
         runner=RunnerConfig(preview_interval_s=config.preview_seconds, poll_s=0.1) if run_jobs else None,
         store_url=config.data_dir / "jobs.sqlite3",
