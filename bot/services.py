@@ -61,9 +61,9 @@ class Services:
             await self.metrics.stop()
 
     def health(self) -> Health:
-        """The gateway is connected (READY seen, socket open) and every device's loop runs."""
+        """The gateway's socket is open (identified; READY's guild wait not needed) and every device's loop runs."""
         ws = self.bot.ws
-        gateway = not self.bot.is_closed() and self.bot.is_ready() and ws is not None and ws.open
+        gateway = not self.bot.is_closed() and ws is not None and ws.open
         return Health(gateway=gateway, devices=self.runner.device_health() if self.runner is not None else {})
 
 
