@@ -47,7 +47,8 @@ class Harness:
 
     @property
     def metrics_url(self) -> str:
-        assert self.metrics is not None and self.metrics.port is not None, "running_bot(metrics=MetricsConfig(port=0))"
+        assert self.metrics is not None, "running_bot(metrics=MetricsConfig(port=0))"
+        assert self.metrics.port is not None
         return f"http://{self.metrics.config.host}:{self.metrics.port}"
 
     async def job(self, job_id: int) -> JobRecord:
@@ -93,7 +94,10 @@ async def running_bot(
     point_at(fake.api_base, fake.gateway_url)
     fake.identified.clear()
     limits = AdmissionLimits(
-        max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames, memory_gb=memory_gb
+        max_side=config.max_size,
+        max_iterations=config.max_iterations,
+        max_frames=config.max_frames,
+        memory_gb=memory_gb,
     )
     services_config = ServiceConfig(
         bot=config,
