@@ -15,9 +15,10 @@ from bot.metrics_server import MetricsConfig
 from bot.queue.api import Renderer
 from engine.jobs import Artifact, JobSpec
 from tests.support.bot_harness import ALICE, BOB, DAVE, make_config, reply_with, running_bot
+from tests.support.bot_process import BotProcess
 from tests.support.fake_discord import FakeDiscord
 from tests.support.renderer import FakeRenderer
-from tests.support.sockets import listening
+from tests.support.sockets import free_port, listening
 from tests.support.waiting import eventually
 
 ANY_PORT = MetricsConfig(port=0)
@@ -172,3 +173,31 @@ async def test_off_by_default_no_port_opened_and_on_it_binds_127_0_0_1(fake: Fak
         port = h.metrics.port
     assert opened_when_off == set()
     assert opened_when_on == {("127.0.0.1", port)}
+
+
+async def test_python_m_bot_serves_metrics_from_its_settings_and_refuses_what_engine_memory_gb_cannot_hold(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    port = free_port()
+    # the tiny preset at 8 cuts needs 0.54 GB + 2e-6 GB per pixel: 0.56 holds 10,000 pixels (96×96 in steps of 16)
+    bot = BotProcess(fake, tmp_path / "data", tmp_path / "bot.log", BOT_METRICS_PORT=str(port), ENGINE_MEMORY_GB="0.56")
+    await bot.start()
+    try:
+        assert bot.proc is not None
+        assert ("127.0.0.1", port) in listening(bot.proc.pid)
+        big = await fake.slash("imagine", user_id=ALICE, prompt="a lighthouse", width=128, height=128)
+        refusal = await reply_with(fake, big, "GB", within=60.0)
+        await reply_with(fake, await fake.slash("imagine", user_id=BOB, prompt="a cat", width=64, height=64), "#1")
+        await eventually(lambda: fake.results(1), 120.0, "the small job's result")
+        url = f"http://127.0.0.1:{port}"
+        await eventually(lambda: healthy(url), 60.0, "/healthz 200")
+        samples = await scrape(url)
+    finally:
+        await bot.kill()
+    assert "the largest that fits is 96×96" in refusal
+    assert sample(samples, "vqbot_jobs", state="done") == 1
+    assert sample(samples, "vqbot_job_render_seconds_count", kind="image") == 1
+
+
+async def healthy(url: str) -> bool:
+    return (await healthz(url))[0] == 200
