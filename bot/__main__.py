@@ -20,7 +20,8 @@ from pathlib import Path
 from bot.app import point_at
 from bot.config import BotConfig, clip_for
 from bot.logs import setup_logging
-from bot.queue.admission import AdmissionLimits
+from bot.metrics_server import MetricsConfig
+from bot.queue.admission import AdmissionLimits, estimate_memory_gb
 from bot.queue.api import Renderer
 from bot.queue.runner import RunnerConfig
 from bot.queue.service import QueueConfig
@@ -65,11 +66,19 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
 
 def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceConfig:
     """What `build_services` needs, from the settings: the jobs database is `BOT_DATA_DIR/jobs.sqlite3`."""
+    devices = settings.engine_device or (default_device(),)
+    memory_gb, memory_of = device_memory(devices, settings.engine_memory_gb)
+    if memory_gb is not None:
+        warn_if_default_too_big(settings, memory_gb)
     limits = AdmissionLimits(
-        max_side=settings.bot_max_size, max_iterations=settings.bot_max_iterations, max_frames=settings.bot_max_frames
+        max_side=settings.bot_max_size,
+        max_iterations=settings.bot_max_iterations,
+        max_frames=settings.bot_max_frames,
+        memory_gb=memory_gb,
+        memory_of=memory_of,
     )
     queue = QueueConfig(
-        devices=settings.engine_device or (default_device(),),
+        devices=devices,
         max_queued_per_member=settings.bot_max_queued_per_member,
         max_queued_per_guild=settings.bot_max_queued_per_guild,
         max_running_per_guild=settings.bot_max_running_per_guild,
@@ -86,7 +95,43 @@ def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceCo
         queue=queue,
         runner=runner,
         store_url=settings.bot_data_dir / "jobs.sqlite3",
+        metrics=None
+        if settings.bot_metrics_port is None
+        else MetricsConfig(port=settings.bot_metrics_port, host=settings.bot_metrics_host),
     )
+
+
+def warn_if_default_too_big(settings: Settings, memory_gb: float) -> None:
+    """Every /imagine without a size would be refused: say so once at start, to the operator."""
+    side = min(settings.bot_default_size, settings.bot_max_size)
+    spec = JobSpec(vqgan_model=settings.engine_model, width=side, height=side, num_cuts=settings.bot_num_cuts)
+    if (need := estimate_memory_gb(spec)) > memory_gb:
+        log.warning(
+            "BOT_DEFAULT_SIZE %d with BOT_NUM_CUTS %d needs about %.1f GiB but a job may use %.1f GiB: "
+            "jobs at the default size will be refused",
+            side,
+            settings.bot_num_cuts,
+            need,
+            memory_gb,
+        )
+
+
+def device_memory(devices: tuple[str, ...], override_gb: float | None) -> tuple[float | None, str]:
+    """(GiB a job may use, what has it) for admission: `ENGINE_MEMORY_GB`, else the smallest device's at start.
+
+    A job may be claimed by any device, so it must fit the smallest. Measured before the models load
+    (the estimates include them): a GPU's free memory, the host's available RAM for the CPU.
+    """
+    if override_gb is not None:
+        return override_gb, "the device"
+    from engine.devices import available_memory_gb
+
+    measured = [(gb, d) for d in devices if (gb := available_memory_gb(d)) is not None]
+    if not measured:
+        return None, "the device"
+    gb, device = min(measured)
+    log.info("admission: a job may use %.1f GiB (%s, the smallest of %s)", gb, device, ", ".join(devices))
+    return gb, ("the CPU's RAM" if device.startswith("cpu") else device)
 
 
 def engine_renderer(device: str, settings: Settings) -> Renderer:

@@ -16,6 +16,8 @@ from typing import Any
 from bot.app import VQBot
 from bot.attachments import MemberFileCheck, check_member_file
 from bot.config import BotConfig
+from bot.metrics import BotMetrics, Health
+from bot.metrics_server import MetricsConfig, MetricsServer
 from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from storage.factory import open_store
@@ -30,6 +32,7 @@ class ServiceConfig:
     queue: QueueConfig
     runner: RunnerConfig | None
     store_url: str | Path  # `storage.factory.open_store`'s URL: a SQLite file's path for now
+    metrics: MetricsConfig | None = None  # None: no metrics endpoint, no port opened
 
     @property
     def data_dir(self) -> Path:
@@ -45,14 +48,23 @@ class Services:
     queue: JobQueue
     runner: JobRunner | None
     bot: VQBot
+    metrics: MetricsServer | None = None
 
     async def stop(self) -> None:
         """Drain the runner (running jobs checkpoint and go back to the queue), finish the events under way, close
-        the bot. Safe to call more than once."""
+        the bot and the metrics endpoint. Safe to call more than once."""
         if self.runner is not None:
             await self.runner.drain()
         await self.queue.flush_events(limit_s=5.0)  # status edits and results already under way
         await self.bot.close()
+        if self.metrics is not None:
+            await self.metrics.stop()
+
+    def health(self) -> Health:
+        """The gateway's socket is open (identified; READY's guild wait not needed) and every device's loop runs."""
+        ws = self.bot.ws
+        gateway = not self.bot.is_closed() and ws is not None and ws.open
+        return Health(gateway=gateway, devices=self.runner.device_health() if self.runner is not None else {})
 
 
 @contextlib.asynccontextmanager
@@ -98,7 +110,15 @@ async def build_services(
             file_check=file_check,
             **bot_options,
         )
-        services = Services(queue.store, queue, runner, bot)
+        server = None
+        if config.metrics is not None:
+            metrics = BotMetrics(queue.store, config.data_dir)
+            queue.subscribe(metrics)
+            server = MetricsServer(metrics, config.metrics)
+        services = Services(queue.store, queue, runner, bot, server)
+        if server is not None:
+            server.metrics.health = services.health
+            await server.start()  # before the gateway connects: /healthz says 503 until it has
         try:
             yield services
         finally:

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     engine_model_dir: Path | None = None  # None: the engine's default cache
     engine_threads: int | None = Field(default=None, ge=1)  # torch CPU threads; None: torch's default
     engine_precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 where the device is natively faster
+    engine_memory_gb: float | None = Field(default=None, gt=0)  # memory a job may use per device; None: measured
     bot_data_dir: Path = Path("data")  # database, inputs, outputs
     bot_guild_id: int | None = Field(default=None, gt=0)  # sync commands to this guild only
     bot_max_size: int = Field(default=512, ge=16, le=4096)  # largest width or height in pixels
@@ -46,6 +47,8 @@ class Settings(BaseSettings):
     bot_keep_results_days: float = Field(default=30.0, ge=0)  # results are deleted this long after; 0 = kept forever
     bot_min_free_disk_mb: int = Field(default=2048, ge=0)  # below it, new jobs are refused (0 = no check)
     bot_worker_id: str | None = None  # stable across restarts, so a restart takes its jobs back at once
+    bot_metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus /metrics, /healthz; None: off
+    bot_metrics_host: str = "127.0.0.1"  # where the metrics endpoint listens
     bot_log_level: str = "INFO"
     bot_log_format: str = "text"  # "text" or "json"
     discord_api_base: str | None = None  # e.g. https://discord.com/api/v10; unset: discord.py's default

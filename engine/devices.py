@@ -1,7 +1,7 @@
 """The device a job runs on: choosing it, keeping its memory warm, and running out of it.
 
 `resolve_device` turns a name into a `torch.device` (CUDA without a GPU falls back to the CPU with a
-warning); `out_of_memory_as_error` turns the device's out-of-memory error into the engine's
+warning); `available_memory_gb` says how much memory a job may use there; `out_of_memory_as_error` turns the device's out-of-memory error into the engine's
 `OutOfMemory`, whose message says what to make smaller.
 
 `keep_freed_memory` tunes glibc's malloc for the CPU step. glibc serves blocks over its mmap
@@ -18,9 +18,11 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import threading
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 
@@ -30,6 +32,7 @@ log = logging.getLogger(__name__)
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
+GIB = 1 << 30  # a "GB" as GPU makers count a card's memory (a 10 GB card has 10 GiB)
 TRIM_THRESHOLD_BYTES = 1 << 30  # freed memory at the heap's top beyond this is still given back
 
 _malloc_lock = threading.Lock()
@@ -53,6 +56,30 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if dev.type not in ("cpu", "cuda"):
         raise InvalidJob(f"unsupported device {device!r}; use cpu or cuda[:N]")
     return dev
+
+
+def available_memory_gb(device: str) -> float | None:
+    """What a job may use on `device` now, in GiB: a GPU's free memory, or the host's available RAM for the CPU.
+
+    None when it cannot be told (neither /proc/meminfo nor sysconf). Read before the models load, so
+    it includes what they will take, as the bot's memory estimates do.
+    """
+    dev = resolve_device(device)
+    if dev.type == "cuda":
+        free, _total = torch.cuda.mem_get_info(dev)
+        return free / GIB
+    return _ram_available_gb()
+
+
+def _ram_available_gb(meminfo: Path = Path("/proc/meminfo")) -> float | None:
+    """Linux's MemAvailable (what can be allocated without swapping), else the free physical pages."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in meminfo.read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024 / GIB  # the figure is in KiB
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") / GIB
+    return None
 
 
 @contextlib.contextmanager

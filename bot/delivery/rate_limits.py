@@ -16,6 +16,7 @@ import logging
 import discord
 
 from bot.delivery.discord_codes import TOO_MANY_OLD_EDITS
+from bot.metrics import record_rate_limit
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ class RateLimitCounter:
 
     def retried(self, path: str) -> None:
         self.retries[path] += 1
+        record_rate_limit(path)  # vqbot_discord_rate_limit_retries_total{route=path} when metrics are on
 
     @property
     def total_hits(self) -> int:

@@ -108,7 +108,8 @@ class AdmissionLimits:
     max_frames: int = 600
     max_cuts: int = 128
     max_job_seconds: float | None = 4 * 3600.0
-    memory_gb: float | None = None  # the device's usable memory; None: not checked (CPU with ample RAM)
+    memory_gb: float | None = None  # what the smallest device may use, in GiB; None: not checked
+    memory_of: str = "the device"  # how a refusal names it ("cuda:0", "the CPU's RAM")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
@@ -117,6 +118,35 @@ class Estimate:
     frames: int
     memory_gb: float
     seconds: float
+
+
+def largest_fitting(spec: JobSpec, memory_gb: float) -> tuple[int, int] | None:
+    """The largest size of `spec`'s shape (sides in steps of 16) whose estimate fits `memory_gb`; None: not even 16²."""
+    long_side, short_side = max(spec.width, spec.height), min(spec.width, spec.height)
+
+    def size(side: int) -> tuple[int, int]:
+        other = max(16, short_side * side // long_side // 16 * 16)
+        return (side, other) if spec.width >= spec.height else (other, side)
+
+    def fits(side: int) -> bool:
+        w, h = size(side)
+        return estimate_memory_gb(dataclasses.replace(spec, width=w, height=h)) <= memory_gb
+
+    low, high = 1, max(1, long_side // 16)  # in steps of 16: the estimate grows with the side
+    if not fits(16):
+        return None
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if fits(mid * 16) else (low, mid - 1)
+    return size(low * 16)
+
+
+def _too_big(spec: JobSpec, memory: float, memory_gb: float, memory_of: str) -> str:
+    need = f"{spec.width}×{spec.height} with {spec.num_cuts} cuts needs about {memory:.1f} GB but {memory_of} has "
+    fitting = largest_fitting(spec, memory_gb)
+    if fitting is None:
+        return need + f"{memory_gb:.1f} GB, too little even at 16×16: use fewer cuts"
+    return need + f"{memory_gb:.1f} GB: the largest that fits is {fitting[0]}×{fitting[1]} (or use fewer cuts)"
 
 
 def _minutes(seconds: float) -> str:
@@ -154,10 +184,7 @@ def admit(spec: JobSpec, limits: AdmissionLimits, seconds_per_step: float) -> Es
     steps, frames = job_steps(spec)
     memory = estimate_memory_gb(spec)
     if limits.memory_gb is not None and memory > limits.memory_gb and spec.kind != JobKind.UPSCALE:
-        raise QueueRefused(
-            f"{spec.width}×{spec.height} with {spec.num_cuts} cuts needs about {memory:.0f} GB but the GPU has "
-            f"{limits.memory_gb:.0f} GB: make the image smaller or use fewer cuts"
-        )
+        raise QueueRefused(_too_big(spec, memory, limits.memory_gb, limits.memory_of))
     seconds = steps * seconds_per_step
     if limits.max_job_seconds is not None and seconds > limits.max_job_seconds:
         raise QueueRefused(

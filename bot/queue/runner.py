@@ -135,6 +135,8 @@ class JobRunner:
         self._renderers = dict(zip(self.devices, built, strict=True))
         self.queue.attach(self)
         self._tasks = [loop.create_task(self._device_loop(d), name=f"runner-{d}") for d in self.devices]
+        for task in self._tasks:
+            task.add_done_callback(self._loop_ended)
         log.info("runner %s started on %s", self.worker_id, ", ".join(self.devices))
 
     async def drain(self, grace_s: float = 10.0) -> None:
@@ -161,6 +163,15 @@ class JobRunner:
             pool.shutdown(wait=False, cancel_futures=True)
         self.stopped.set()
         log.info("runner %s stopped", self.worker_id)
+
+    def device_health(self) -> dict[str, bool]:
+        """Per device: True while its loop runs (False before the runner started, and once it ended or died)."""
+        alive = {task.get_name().removeprefix("runner-"): not task.done() for task in self._tasks}
+        return {d: alive.get(d, False) for d in self.devices}
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None and not self._stopping:
+            log.error("%s died; that device takes no more jobs", task.get_name(), exc_info=task.exception())
 
     # -- LocalRunner: what the queue calls ------------------------------------------------------
 

@@ -161,6 +161,12 @@ class SqliteJobStore:
         async with self._lock:
             return await self._queued_counts(user_id, guild_id)
 
+    async def state_counts(self) -> dict[tuple[str, int | None], int]:
+        """Jobs per (state, guild id); the (guild_id, state, id) index covers it, so the table is not read."""
+        async with self._lock:
+            rows = await self._all("SELECT state, guild_id, COUNT(*) FROM jobs GROUP BY guild_id, state")
+        return {(str(r[0]), None if r[1] is None else int(r[1])): int(r[2]) for r in rows}
+
     async def get(self, job_id: int) -> JobRecord:
         async with self._lock:
             return await self._get(job_id)

@@ -19,6 +19,7 @@ import discord
 from bot.app import VQBot, point_at
 from bot.attachments import MemberFileCheck, check_member_file
 from bot.config import BotConfig
+from bot.metrics_server import MetricsConfig, MetricsServer
 from bot.queue.admission import AdmissionLimits
 from bot.queue.api import JobNotFound, Renderer
 from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
@@ -42,6 +43,13 @@ class Harness:
     queue: JobQueue
     runner: JobRunner | None
     gate: StepGate
+    metrics: MetricsServer | None = None  # set when `running_bot(metrics=...)` asked for the endpoint
+
+    @property
+    def metrics_url(self) -> str:
+        assert self.metrics is not None, "running_bot(metrics=MetricsConfig(port=0))"
+        assert self.metrics.port is not None
+        return f"http://{self.metrics.config.host}:{self.metrics.port}"
 
     async def job(self, job_id: int) -> JobRecord:
         return await self.queue.get(job_id)
@@ -73,19 +81,25 @@ async def running_bot(
     file_check: MemberFileCheck = check_member_file,
     renderer: RendererFactory | None = None,
     queue_options: dict[str, Any] | None = None,
+    metrics: MetricsConfig | None = None,
+    memory_gb: float | None = None,
 ) -> AsyncIterator[Harness]:
     """The real discord.py bot in this event loop, over a real queue in `config.data_dir`.
 
     `hold_at`: the gate's first limit (renders wait after that step until the test moves it).
     `file_check` checks attachments (a test can hold it); `renderer(device, gate)` replaces the fake renderer.
     `queue_options` are more `QueueConfig` fields (retention, the free-disk minimum).
+    `metrics` serves the metrics endpoint; `memory_gb` is what admission lets a job use (None: unchecked).
     """
     config = dataclasses.replace(config, max_queued_per_member=max_queued)  # the host's cap, as the bot knows it
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
     point_at(fake.api_base, fake.gateway_url)
     fake.identified.clear()
     limits = AdmissionLimits(
-        max_side=config.max_size, max_iterations=config.max_iterations, max_frames=config.max_frames
+        max_side=config.max_size,
+        max_iterations=config.max_iterations,
+        max_frames=config.max_frames,
+        memory_gb=memory_gb,
     )
     services_config = ServiceConfig(
         bot=config,
@@ -98,6 +112,7 @@ async def running_bot(
         ),
         runner=RunnerConfig(preview_interval_s=config.preview_seconds, poll_s=0.1) if run_jobs else None,
         store_url=config.data_dir / "jobs.sqlite3",
+        metrics=metrics,
     )
     gate = StepGate(hold_at)
 
@@ -111,7 +126,7 @@ async def running_bot(
             task = asyncio.create_task(services.bot.start(BOT_TOKEN))
             try:
                 await asyncio.wait_for(fake.identified.wait(), 15)
-                yield Harness(services.bot, services.queue, services.runner, gate)
+                yield Harness(services.bot, services.queue, services.runner, gate, services.metrics)
             finally:
                 gate.release()
                 await asyncio.sleep(0.3)  # let requests the fake has already answered finish in the client

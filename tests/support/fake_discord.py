@@ -139,6 +139,7 @@ class FakeDiscord:
         self.identified = asyncio.Event()
         self._faults: list[Fault] = []
         self._windows: list[RateLimitWindow] = []
+        self.refuse_gateway = False  # set by `drop_gateway`: new gateway connections are answered 503
         self._sockets: list[web.WebSocketResponse] = []
         self._seq = itertools.count(1)
         self._ids = itertools.count(1)
@@ -457,7 +458,15 @@ class FakeDiscord:
             with contextlib.suppress(ConnectionError):
                 await ws.send_str(frame)
 
-    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+    async def drop_gateway(self) -> None:
+        """Close the bot's gateway connections and refuse new ones until `refuse_gateway` is set False again."""
+        self.refuse_gateway = True
+        for ws in list(self._sockets):
+            await ws.close()
+
+    async def _gateway(self, request: web.Request) -> web.StreamResponse:
+        if self.refuse_gateway:
+            return web.Response(status=503, text="gateway unavailable")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
