@@ -186,8 +186,11 @@ class RunnerQueue(Protocol):
         """A render found the disk full: nothing is claimed for a while, then claims resume by themselves."""
         ...
 
-    async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
-        """Give the job back to the queue (shutdown), keeping its checkpoint and its place."""
+    async def release(
+        self, claim: Claim, *, gpu_seconds: float, step: int, frame: int, interrupted: bool = False
+    ) -> bool:
+        """Give the job back to the queue, keeping its checkpoint and its place; `interrupted` (a stall) counts
+        as an attempt, a clean stop (shutdown, full disk) does not."""
         ...
 
     async def finish(

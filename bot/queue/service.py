@@ -55,6 +55,12 @@ class QueueConfig:
     keep_results_s: float | None = None  # results are deleted this long after their job ended (None: kept)
     housekeeping_every_s: float = 3600.0  # how often expired results and crash leftovers are looked for
     disk_full_pause_s: float = 60.0  # after a render found the disk full, no job is claimed for this long
+    max_attempts: int | None = 3  # a job interrupted this many times (crash, stall) is failed, not rendered again
+
+
+def attempts_text(attempts: int) -> str:
+    """What the owner reads (channel and /job) when a job is given up on after crashes or stalls."""
+    return f"failed after {attempts} attempts; the bot restarted while rendering it each time"
 
 
 class JobQueue:
@@ -363,8 +369,32 @@ class JobQueue:
         """The next job for `device`, or None; none while the disk is short (the runner asks again later)."""
         if not self.disk.may_claim():
             return None
-        return await self.store.claim_next(
-            lease_owner, lease_s=lease_s, now=self.clock(), choose=self.policy.choose, device=device
+        while True:
+            claim = await self.store.claim_next(
+                lease_owner, lease_s=lease_s, now=self.clock(), choose=self.policy.choose, device=device
+            )
+            if claim is None or not self._poisoned(claim):
+                return claim
+            await self._fail_poisoned(claim)  # and look for the next one: the queue moves on
+
+    def _poisoned(self, claim: Claim) -> bool:
+        limit = self.config.max_attempts
+        return limit is not None and claim.job.interruptions >= limit
+
+    async def _fail_poisoned(self, claim: Claim) -> None:
+        job = claim.job
+        log.error(
+            "job %s: interrupted %d times (the process died or the render stalled each time); failing it",
+            job.id,
+            job.interruptions,
+        )
+        await self.finish(
+            claim,
+            JobStatus.FAILED,
+            gpu_seconds=0.0,
+            step=job.step,
+            frame=job.frame,
+            error=attempts_text(job.interruptions),
         )
 
     async def renew_lease(
@@ -380,8 +410,12 @@ class JobQueue:
     def disk_full(self) -> None:
         self.disk.note_full()
 
-    async def release(self, claim: Claim, *, gpu_seconds: float, step: int, frame: int) -> bool:
-        return await self.store.release(claim, now=self.clock(), gpu_seconds=gpu_seconds, step=step, frame=frame)
+    async def release(
+        self, claim: Claim, *, gpu_seconds: float, step: int, frame: int, interrupted: bool = False
+    ) -> bool:
+        return await self.store.release(
+            claim, now=self.clock(), gpu_seconds=gpu_seconds, step=step, frame=frame, interrupted=interrupted
+        )
 
     async def finish(
         self,

@@ -297,7 +297,10 @@ class SqliteJobStore:
     async def claim_next(
         self, lease_owner: str, *, lease_s: float, now: float, choose: Chooser, device: str | None = None
     ) -> Claim | None:
-        """Lease the next job: an interrupted one (expired lease) first, else `choose`'s pick."""
+        """Lease the next job: an interrupted one (expired lease) first, else `choose`'s pick.
+
+        Taking over an expired lease counts one interruption: the process that held it died or hung.
+        """
         async with self._lock, immediate(self._conn):
             row = await self._one(
                 "SELECT id FROM jobs WHERE state = 'running' AND lease_until < ? ORDER BY id LIMIT 1", (now,)
@@ -312,7 +315,8 @@ class SqliteJobStore:
                     return None
                 job_id = picked
             cursor = await self._conn.execute(
-                "UPDATE jobs SET state = 'running', lease_owner = :me, lease_until = :until, attempt = attempt + 1, "
+                "UPDATE jobs SET lease_owner = :me, lease_until = :until, attempt = attempt + 1, "
+                "interruptions = interruptions + (state = 'running'), state = 'running', "
                 "heartbeat_at = :now, run_started_at = :now, started_at = COALESCE(started_at, :now), "
                 "device = :device WHERE id = :id AND (state = 'queued' OR (state = 'running' AND lease_until < :now))",
                 {"me": lease_owner, "until": now + lease_s, "now": now, "device": device, "id": job_id},
@@ -425,14 +429,20 @@ class SqliteJobStore:
             )
             return await self._get(claim.job.id) if changed else None
 
-    async def release(self, claim: Claim, *, now: float, gpu_seconds: float, step: int, frame: int) -> bool:
-        """Give a running job back to the queue (shutdown), keeping its checkpoint and its place."""
+    async def release(
+        self, claim: Claim, *, now: float, gpu_seconds: float, step: int, frame: int, interrupted: bool = False
+    ) -> bool:
+        """Give a running job back to the queue, keeping its checkpoint and its place.
+
+        A clean stop (shutdown, full disk) is not `interrupted`; an abandoned render (a stall) is, and counts.
+        """
         async with self._lock, immediate(self._conn):
             return bool(
                 await self._fenced(
                     "UPDATE jobs SET state = 'queued', gpu_seconds = gpu_seconds + :gpu, step = :step, frame = :frame, "
+                    "interruptions = interruptions + :interrupted, "
                     "lease_owner = NULL, lease_until = NULL, run_started_at = NULL",
-                    {"gpu": gpu_seconds, "step": step, "frame": frame},
+                    {"gpu": gpu_seconds, "step": step, "frame": frame, "interrupted": int(interrupted)},
                     claim,
                 )
             )

@@ -254,3 +254,19 @@ async def test_results_past_retention_are_listed_once_and_never_offered_for_deli
     assert (await store.get(1)).results_expired_at == 40.0
     assert [j.id for j in await store.results_to_expire(finished_before=35.0)] == [3]
     assert 1 not in [j.id for j in await store.undelivered()]  # its file is gone: nothing to post
+
+
+async def test_only_renders_cut_short_count_as_interruptions(store: SqliteJobStore) -> None:
+    """A lease taken over (its process died) and an abandoned render count; a clean give-back does not."""
+    await store.create(Owner(user_id=1), SPEC, now=0.0, limits=NO_LIMITS)
+    first = await store.claim_next("a/cpu", lease_s=10, now=1.0, choose=oldest)
+    assert first is not None and first.job.interruptions == 0
+    assert await store.release(first, now=2.0, gpu_seconds=1.0, step=3, frame=1)  # a shutdown drain
+    second = await store.claim_next("a/cpu", lease_s=10, now=3.0, choose=oldest)
+    assert second is not None and second.job.interruptions == 0
+    third = await store.claim_next("b/cpu", lease_s=10, now=30.0, choose=oldest)  # a's process died
+    assert third is not None and third.job.interruptions == 1
+    assert await store.release(third, now=31.0, gpu_seconds=1.0, step=4, frame=1, interrupted=True)  # a stall
+    fourth = await store.claim_next("b/cpu", lease_s=10, now=32.0, choose=oldest)
+    assert fourth is not None and fourth.job.interruptions == 2 and fourth.attempt == 4
+    assert (await store.get(fourth.job.id)).interruptions == 2
