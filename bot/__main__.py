@@ -10,8 +10,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -23,8 +23,9 @@ from bot.logs import setup_logging
 from bot.metrics_server import MetricsConfig
 from bot.queue.admission import AdmissionLimits, estimate_memory_gb
 from bot.queue.api import Renderer
-from bot.queue.runner import RunnerConfig
+from bot.queue.runner import EXIT_STUCK_THREAD, RunnerConfig
 from bot.queue.service import QueueConfig
+from bot.queue.worker_slot import hold_worker_slot
 from bot.services import ServiceConfig, build_services
 from bot.settings import Settings, load_settings
 from engine.jobs import JobSpec
@@ -64,8 +65,11 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
     )
 
 
-def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceConfig:
-    """What `build_services` needs, from the settings: the jobs database is `BOT_DATA_DIR/jobs.sqlite3`."""
+def service_config(settings: Settings, *, force_sync: bool = False, worker_id: str | None = None) -> ServiceConfig:
+    """What `build_services` needs, from the settings: the jobs database is `BOT_DATA_DIR/jobs.sqlite3`.
+
+    `worker_id` is the process slot's (`hold_worker_slot`) when `BOT_WORKER_ID` does not name one.
+    """
     devices = settings.engine_device or (default_device(),)
     memory_gb, memory_of = device_memory(devices, settings.engine_memory_gb)
     if memory_gb is not None:
@@ -85,10 +89,13 @@ def service_config(settings: Settings, *, force_sync: bool = False) -> ServiceCo
         admission=limits,
         min_free_disk_bytes=settings.bot_min_free_disk_mb * 2**20,
         keep_results_s=settings.bot_keep_results_days * 86400 if settings.bot_keep_results_days else None,
+        max_attempts=settings.bot_max_attempts,
     )
     runner = RunnerConfig(
-        worker_id=settings.bot_worker_id or f"{socket.gethostname()}-bot",
+        worker_id=settings.bot_worker_id or worker_id,
         preview_interval_s=settings.bot_preview_seconds,
+        device_failure_limit=settings.bot_device_failure_limit,
+        stall_s=settings.bot_stall_seconds,
     )
     return ServiceConfig(
         bot=bot_config(settings, force_sync=force_sync),
@@ -162,8 +169,9 @@ def default_device() -> str:
 
 async def run(
     settings: Settings, *, force_sync: bool = False, make_renderer: RendererFromSettings | None = None
-) -> None:
-    """Run the bot until SIGTERM/SIGINT, then drain the runner and close."""
+) -> int:
+    """Run the bot until SIGTERM/SIGINT (0) or until the runner asks for a restart (its exit status), then
+    drain the runner and close."""
     point_at(settings.discord_api_base, settings.discord_gateway_url)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -174,18 +182,29 @@ async def run(
 
         torch.set_num_threads(settings.engine_threads)
     build = make_renderer or engine_renderer
-    config = service_config(settings, force_sync=force_sync)
+    settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
+    slot = hold_worker_slot(settings.bot_data_dir)  # held until the process ends
+    config = service_config(settings, force_sync=force_sync, worker_id=slot.worker_id)
     async with build_services(config, lambda device: build(device, settings)) as services:
         async with services.bot as bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
-            waiter = asyncio.create_task(stop.wait(), name="stop")
-            await asyncio.wait({client, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
-            log.info("shutting down: draining the runner")
+            waiters = [asyncio.create_task(stop.wait(), name="stop")]
+            if services.runner is not None:
+                waiters.append(asyncio.create_task(services.runner.exit_requested.wait(), name="runner-exit"))
+            await asyncio.wait({client, *waiters}, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            status = services.runner.exit_status if services.runner is not None else None
+            if status is not None and services.runner is not None and services.runner.exit_requested.is_set():
+                log.error("exiting with status %d for the supervisor to restart the bot", status)
+            else:
+                status = None
+                log.info("shutting down: draining the runner")
             await services.stop()
         with contextlib.suppress(asyncio.CancelledError):
             if client.done():
                 client.result()  # surfaces LoginFailure and the like
+    return status or 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -203,13 +222,19 @@ def main(make_renderer: RendererFromSettings | None = None) -> None:
     token = settings.discord_token.get_secret_value()
     setup_logging(settings.bot_log_level, secrets=(token,), fmt=settings.bot_log_format)
     try:
-        asyncio.run(run(settings, force_sync=args.sync, make_renderer=make_renderer))
+        status = asyncio.run(run(settings, force_sync=args.sync, make_renderer=make_renderer))
     except Exception as e:
         import discord
 
         if isinstance(e, discord.LoginFailure):
             sys.exit("DISCORD_TOKEN: Discord refused the token (LoginFailure)")
         raise
+    if status == EXIT_STUCK_THREAD:  # a render thread that will not stop would block the interpreter's exit
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    sys.exit(status)
 
 
 if __name__ == "__main__":

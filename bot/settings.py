@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     bot_rate_limit_max_wait_seconds: float = Field(default=300.0, ge=1.0)  # longest wait on one Discord rate limit
     bot_keep_results_days: float = Field(default=30.0, ge=0)  # results are deleted this long after; 0 = kept forever
     bot_min_free_disk_mb: int = Field(default=2048, ge=0)  # below it, new jobs are refused (0 = no check)
-    bot_worker_id: str | None = None  # stable across restarts, so a restart takes its jobs back at once
+    bot_worker_id: str | None = None  # None: one per process slot of BOT_DATA_DIR, stable across its restarts
+    bot_max_attempts: int = Field(default=3, ge=1)  # renders cut short by a crash or stall before a job fails
+    bot_device_failure_limit: int = Field(default=3, ge=1)  # internal errors in a row before a device stops
+    bot_stall_seconds: float = Field(default=600.0, gt=0)  # no iteration this long: the render is abandoned
     bot_metrics_port: int | None = Field(default=None, ge=0, le=65535)  # Prometheus /metrics, /healthz; None: off
     bot_metrics_host: str = "127.0.0.1"  # where the metrics endpoint listens
     bot_log_level: str = "INFO"

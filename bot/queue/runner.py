@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -28,11 +28,15 @@ from bot.queue.disk import is_disk_full
 from bot.queue.job_files import remove, work_path
 from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
 from engine.jobs import Artifact, JobKind, JobStatus, Progress
-from storage.records import Claim
+from storage.records import Claim, JobRecord
 
 log = logging.getLogger(__name__)
 
 RendererFactory = Callable[[str], Renderer]  # device -> its renderer, called on the device's thread
+
+# The process's exit status when the runner asks its supervisor for a restart (docs/operations.md).
+EXIT_DEVICE_FAILED = 3  # a device kept failing with internal errors (a sticky CUDA fault)
+EXIT_STUCK_THREAD = 4  # a stalled render's thread would not stop
 
 
 def output_path(data_dir: Path, claim: Claim) -> Path:
@@ -59,6 +63,10 @@ class RunnerConfig:
     checkpoint_every_steps: int = 50
     checkpoint_every_s: float = 60.0
     poll_s: float | None = None  # an idle device looks for work this often; None: a third of the lease
+    device_failure_limit: int | None = 3  # internal errors in a row before a device takes no more jobs
+    stall_s: float | None = 600.0  # a render with no iteration for this long is abandoned (None: never)
+    stall_grace_s: float = 30.0  # how long an abandoned render's thread has to stop before the process exits
+    finish_retry_s: tuple[float, float] = (1.0, 60.0)  # first and longest wait between tries to record an end
 
 
 @dataclasses.dataclass(slots=True)
@@ -74,6 +82,8 @@ class _Run:
     step: int = 0
     frame: int = 1
     last_iteration_at: float | None = None  # wall clock, for the heartbeat: a hung device thread shows
+    alive_at: float = 0.0  # monotonic: the start, then each iteration (the stall watchdog reads it)
+    iterated: bool = False
     preview_due: float = 0.0
     checkpoint_step: int = 0
     checkpoint_at: float = 0.0
@@ -82,6 +92,8 @@ class _Run:
     pending_checkpoint: tuple[bytes, int, int] | None = None
     writer: asyncio.Task[None] | None = None
     lost: bool = False  # the lease went to someone else: discard everything
+    stalled: bool = False  # the watchdog gave up on it: back to the queue, counted as an interruption
+    internal_error: str | None = None  # what failed, when it was not the job's fault (device health counts it)
 
 
 class JobRunner:
@@ -117,8 +129,17 @@ class JobRunner:
         self._wake = {d: asyncio.Event() for d in self.devices}
         self._runs: dict[int, _Run] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self.device_failure_limit = config.device_failure_limit
+        self.stall_s = config.stall_s
+        self.stall_grace_s = config.stall_grace_s
+        self.finish_retry_s = config.finish_retry_s
+        self._failures = dict.fromkeys(self.devices, 0)  # internal errors in a row, per device
+        self._disabled: dict[str, str] = {}  # device -> why it takes no more jobs
+        self._fresh_threads = 0
         self._stopping = False
         self.stopped = asyncio.Event()
+        self.exit_status: int | None = None  # set when the process should exit for its supervisor
+        self.exit_requested = asyncio.Event()  # set once that status is set and no job runs here any more
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -165,9 +186,22 @@ class JobRunner:
         log.info("runner %s stopped", self.worker_id)
 
     def device_health(self) -> dict[str, bool]:
-        """Per device: True while its loop runs (False before the runner started, and once it ended or died)."""
+        """Per device: True while its loop runs and takes jobs (False before the runner started, once the loop
+        ended or died, and once the device was disabled for failing again and again or for a stuck thread)."""
         alive = {task.get_name().removeprefix("runner-"): not task.done() for task in self._tasks}
-        return {d: alive.get(d, False) for d in self.devices}
+        return {d: alive.get(d, False) and d not in self._disabled for d in self.devices}
+
+    def _request_exit(self, status: int) -> None:
+        """Take no more jobs anywhere; `exit_requested` is set once the jobs running here have ended."""
+        if self.exit_status is None:
+            self.exit_status = status
+        for event in self._wake.values():
+            event.set()
+        self._exit_if_idle()
+
+    def _exit_if_idle(self) -> None:
+        if self.exit_status is not None and not self._runs:
+            self.exit_requested.set()
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and not self._stopping:
@@ -191,7 +225,7 @@ class JobRunner:
     async def _device_loop(self, device: str) -> None:
         owner = f"{self.worker_id}/{device}"
         wake = self._wake[device]
-        while not self._stopping:
+        while not self._stopping and self.exit_status is None:
             wake.clear()
             try:
                 claim = await self.queue.claim(owner, lease_s=self.lease_s, device=device)
@@ -202,7 +236,52 @@ class JobRunner:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), self.poll_s)
                 continue
-            await self._run(device, claim)
+            run = await self._run(device, claim)
+            self._count_health(device, run)
+            if run.stalled and device not in self._disabled:
+                await self._fresh_thread(device)
+        self._exit_if_idle()
+
+    def _count_health(self, device: str, run: _Run) -> None:
+        """Internal errors in a row disable the device: its jobs stay queued, the process exits to be restarted."""
+        if run.internal_error is None:
+            if not run.stalled and not run.draining and not run.lost:
+                self._failures[device] = 0  # it rendered, or the job itself was refused: the device works
+            return
+        self._failures[device] += 1
+        limit = self.device_failure_limit
+        if limit is None or self._failures[device] < limit:
+            return
+        self._disabled[device] = run.internal_error
+        log.error(
+            "device %s failed %d jobs in a row with internal errors, the last: %s; it takes no more jobs (they "
+            "stay queued) and the process exits with status %d once nothing else runs, for its supervisor to "
+            "restart it",
+            device,
+            self._failures[device],
+            run.internal_error,
+            EXIT_DEVICE_FAILED,
+        )
+        self._request_exit(EXIT_DEVICE_FAILED)
+
+    async def _fresh_thread(self, device: str) -> None:
+        """After a stall: the device's renderer is built again on a new thread (the old one may be unusable)."""
+        old = self._pools[device]
+        self._fresh_threads += 1
+        name = f"render-{device}-fresh{self._fresh_threads}"
+        self._pools[device] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        old.shutdown(wait=False, cancel_futures=True)
+        self._renderers.pop(device, None)
+        try:
+            self._renderers[device] = await asyncio.get_running_loop().run_in_executor(
+                self._pools[device], self._make_renderer, device
+            )
+        except Exception as e:
+            self._disabled[device] = f"rebuilding its renderer failed: {e!r}"
+            log.exception("device %s: rebuilding its renderer after a stall failed; it takes no more jobs", device)
+            self._request_exit(EXIT_DEVICE_FAILED)
+            return
+        log.info("device %s: a fresh render thread and renderer after the stall", device)
 
     def _begin(self, device: str, claim: Claim) -> _Run:
         job = claim.job
@@ -232,24 +311,25 @@ class JobRunner:
         )
         return run
 
-    async def _run(self, device: str, claim: Claim) -> None:
+    async def _run(self, device: str, claim: Claim) -> _Run:
         job = claim.job
         run = self._begin(device, claim)
         self.queue.publish_started(job)
         beat = asyncio.get_running_loop().create_task(self._heartbeat(run))
         try:
             artifact, error = await self._render(run)
+            await self._settle(run, artifact, error)  # the lease is renewed until the end is recorded
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("job %s: recording its end failed", job.id)
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             self._runs.pop(job.id, None)
-        try:
-            await self._settle(run, artifact, error)
-        except Exception:
-            log.exception("job %s: recording its end failed", job.id)
-        finally:
             self.queue.forget_live(job.id)
+        return run
 
     async def _render(self, run: _Run) -> tuple[Artifact | None, str | None]:
         """Render on the device's thread: (the artifact, None), or (None, the error the member sees)."""
@@ -258,16 +338,20 @@ class JobRunner:
         render = functools.partial(self._render_on_device, run, functools.partial(self._on_progress, loop, run))
         try:
             await asyncio.to_thread(run.output.parent.mkdir, parents=True, exist_ok=True)
-            return await loop.run_in_executor(self._pools[device], render), None
+            run.alive_at = time.monotonic()
+            return await self._watch(run, loop.run_in_executor(self._pools[device], render)), None
         except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
             run.cancel.set()
             raise
+        except _Stalled:
+            return None, None
         except Cancelled:  # stopped before it had anything to show (reading its source video)
             log.info("job %s: cancelled before a result", job.id)
             return None, None
         except EngineError as e:
             if isinstance(e, ModelLoadError):  # the operator's problem, not the member's
                 log.exception("job %s: model load failed on %s", job.id, device)
+                run.internal_error = f"{type(e).__name__}: {e}"
                 return None, "internal error"
             log.info("job %s refused by the engine: %s", job.id, e)  # InvalidJob, OutOfMemory: say what to change
             return None, str(e)
@@ -278,7 +362,58 @@ class JobRunner:
                 self.queue.disk_full()
                 return None, None
             log.exception("job %s failed on %s", job.id, device)
+            run.internal_error = f"{type(e).__name__}: {e}"
             return None, "internal error"
+
+    async def _watch(self, run: _Run, future: asyncio.Future[Artifact]) -> Artifact:
+        """The render's result; raise `_Stalled` when it made no iteration for too long (the stall watchdog).
+
+        Before the first iteration the limit is three times longer: a model download or frame extraction
+        comes first. An abandoned render is cancelled and given `stall_grace_s` to stop; a thread that does
+        not is left behind and the process exits (`EXIT_STUCK_THREAD`) once the other jobs are checkpointed.
+        """
+        if self.stall_s is None:
+            return await future
+        check_s = min(5.0, self.stall_s / 4)
+        while True:
+            done, _ = await asyncio.wait({future}, timeout=check_s)
+            if done:
+                return future.result()
+            limit = self.stall_s if run.iterated else 3 * self.stall_s
+            quiet = time.monotonic() - run.alive_at
+            if quiet >= limit and not run.cancel.is_set():
+                break
+            if quiet >= limit + self.stall_grace_s:  # cancelled (by a member, a drain) and still not stopping
+                break
+        job = run.claim.job
+        log.error(
+            "job %s: no iteration on %s for %.1f s (at step %d); abandoning the render, the job goes back to the "
+            "queue and counts as an attempt",
+            job.id,
+            run.device,
+            quiet,
+            run.step,
+        )
+        run.stalled = True
+        run.cancel.set()
+        done, _ = await asyncio.wait({future}, timeout=self.stall_grace_s)
+        if not done:
+            self._disabled[run.device] = f"job {job.id}'s render thread did not stop"
+            log.error(
+                "device %s: the render thread of job %s did not stop within %.0f s of being cancelled; the other "
+                "jobs are checkpointed and the process exits with status %d for its supervisor to restart it",
+                run.device,
+                job.id,
+                self.stall_grace_s,
+                EXIT_STUCK_THREAD,
+            )
+            for other in self._runs.values():
+                other.draining = True
+            self._request_exit(EXIT_STUCK_THREAD)
+        else:
+            with contextlib.suppress(Exception):
+                future.result()  # what the cancelled render ended with no longer matters
+        raise _Stalled
 
     def _render_on_device(self, run: _Run, on_progress: Callable[[Progress], None]) -> Artifact:
         """On the device thread: render the claim, from its checkpoint when it has one and its frames are intact."""
@@ -305,48 +440,84 @@ class JobRunner:
             log.warning("job %s: lease lost to another runner; discarding this attempt", job.id)
             await asyncio.to_thread(remove, run.output.parent)
             return
+        if run.stalled:
+            await self._give_back(run, gpu_seconds, interrupted=True)
+            return
         if run.draining and (artifact is None or artifact.partial) and error is None:
             await self._give_back(run, gpu_seconds)
             return
         if artifact is not None:
             self._record_speed(run, artifact)
         if error is not None:
-            record = await self.queue.finish(
-                claim, JobStatus.FAILED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
+            record = await self._until_recorded(
+                run,
+                lambda: self.queue.finish(
+                    claim, JobStatus.FAILED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
+                ),
             )
         elif artifact is None:  # cancelled before it had a result
-            record = await self.queue.finish(
-                claim, JobStatus.CANCELLED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame
+            record = await self._until_recorded(
+                run,
+                lambda: self.queue.finish(
+                    claim, JobStatus.CANCELLED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame
+                ),
             )
         else:
             state = JobStatus.CANCELLED if artifact.partial and run.cancel.is_set() else JobStatus.DONE
-            record = await self.queue.finish(
-                claim,
-                state,
-                gpu_seconds=gpu_seconds,
-                step=artifact.steps_done,
-                frame=artifact.frames_done,
-                result_paths=artifact.paths,
-                partial=artifact.partial,
-                seed=artifact.seed,
+            record = await self._until_recorded(
+                run,
+                lambda: self.queue.finish(
+                    claim,
+                    state,
+                    gpu_seconds=gpu_seconds,
+                    step=artifact.steps_done,
+                    frame=artifact.frames_done,
+                    result_paths=artifact.paths,
+                    partial=artifact.partial,
+                    seed=artifact.seed,
+                ),
             )
         if record is None:
             log.warning("job %s: lease lost before it could be recorded; discarding this attempt", job.id)
             return
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
-    async def _give_back(self, run: _Run, gpu_seconds: float) -> None:
-        """Stopped for a shutdown: store the drain checkpoint and put the job back in the queue."""
+    async def _until_recorded(self, run: _Run, write: Callable[[], Awaitable[JobRecord | None]]) -> JobRecord | None:
+        """Record the job's end, trying again with a growing wait while it fails (a full disk, a locked
+        database): the result is on disk and the lease is kept, so the job is never rendered again for it."""
+        wait, longest = self.finish_retry_s
+        while True:
+            try:
+                return await write()
+            except Exception as e:
+                if self._stopping:  # a shutdown does not wait for the database; the lease runs out
+                    raise
+                if is_disk_full(e):
+                    self.queue.disk_full()
+                log.exception(
+                    "job %s: recording its end failed; trying again in %.0f s (it is not rendered again)",
+                    run.claim.job.id,
+                    wait,
+                )
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, longest)
+
+    async def _give_back(self, run: _Run, gpu_seconds: float, *, interrupted: bool = False) -> None:
+        """Stopped for a shutdown (or abandoned as stalled): store the drain checkpoint, if any, and put the job
+        back in the queue; a stall counts as an interruption, a shutdown does not."""
         claim = run.claim
         if run.drain_checkpoint is not None:
             data, step, frame = run.drain_checkpoint
             await self.queue.save_checkpoint(claim, data, step=step, frame=frame)
-        released = await self.queue.release(claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame)
+        released = await self.queue.release(
+            claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, interrupted=interrupted
+        )
         await asyncio.to_thread(remove, run.output.parent)
         log.info(
-            "job %s: back in the queue at step %d (shutdown)%s",
+            "job %s: back in the queue at step %d (%s)%s",
             claim.job.id,
             run.step,
+            "stalled" if interrupted else "shutdown",
             "" if released else ", lease lost",
         )
 
@@ -383,6 +554,7 @@ class JobRunner:
         now = time.monotonic()
         step = p.step or p.iteration
         run.step, run.frame, run.last_iteration_at = step, p.frame, time.time()
+        run.alive_at, run.iterated = now, True
         preview = None
         if now >= run.preview_due:  # decode a preview only when one is due
             run.preview_due = now + self.preview_interval_s
@@ -440,6 +612,10 @@ class JobRunner:
                 run.cancel.set()
                 return
             log.debug("job %s: checkpoint at step %d", run.claim.job.id, step)
+
+
+class _Stalled(Exception):
+    """The watchdog abandoned a render (raised on the loop, never on the render thread)."""
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:

@@ -254,7 +254,8 @@ async def test_a_finished_job_keeps_only_its_result_then_it_expires_and_job_says
         await fake.slash("imagine", user_id=ALICE, prompt="noise", width=160, height=160, size_limit=20_000)
         await eventually(lambda: fake.results(1), 20.0, "the re-encoded result")
         await eventually(lambda: _delivered(h.queue, 1), 10.0, "the job marked delivered")
-        assert files_under(config.data_dir / "outputs") == {"1/a1/job-1.png", "1/a1/job-1.png.posted.json"}
+        kept = {"1/a1/job-1.png", "1/a1/job-1.png.posted.json"}  # the fitted copy goes once it is posted
+        await eventually(lambda: files_under(config.data_dir / "outputs") == kept, 10.0, "only the result kept")
         assert not (config.data_dir / "work" / "1").exists()
         await h.queue.housekeep(now=time.time() + 29 * DAY)
         assert (config.data_dir / "outputs" / "1" / "a1" / "job-1.png").exists()  # kept for 30 days
