@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import logging
 import os
@@ -22,78 +21,21 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
+from bot.queue.device_health import EXIT_DEVICE_FAILED, EXIT_STUCK_THREAD, DeviceHealth
 from bot.queue.disk import is_disk_full
 from bot.queue.job_files import remove, work_path
+from bot.queue.runs import Run, RunnerConfig, output_path, write_until_done
+from bot.queue.watchdog import Stalled, watch_render
 from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
-from engine.jobs import Artifact, JobKind, JobStatus, Progress
+from engine.jobs import Artifact, JobStatus, Progress
 from storage.records import Claim, JobRecord
 
 log = logging.getLogger(__name__)
 
 RendererFactory = Callable[[str], Renderer]  # device -> its renderer, called on the device's thread
-
-# The process's exit status when the runner asks its supervisor for a restart (docs/operations.md).
-EXIT_DEVICE_FAILED = 3  # a device kept failing with internal errors (a sticky CUDA fault)
-EXIT_STUCK_THREAD = 4  # a stalled render's thread would not stop
-
-
-def output_path(data_dir: Path, claim: Claim) -> Path:
-    """Where an attempt writes its result: data_dir/outputs/<job id>/a<attempt>/job-<id>.<png|mp4>."""
-    spec = claim.job.spec
-    video = spec.kind in (JobKind.ANIMATION, JobKind.STYLE_TRANSFER) or (
-        spec.kind == JobKind.UPSCALE and spec.video is not None
-    )
-    name = f"job-{claim.job.id}.{'mp4' if video else 'png'}"
-    return Path(data_dir) / "outputs" / str(claim.job.id) / f"a{claim.attempt}" / name
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class RunnerConfig:
-    """How a runner claims, reports and checkpoints.
-
-    An explicit `worker_id` is stable across restarts, so the leases it held before are taken back at
-    once instead of after they expire; None makes up a fresh one per process.
-    """
-
-    worker_id: str | None = None
-    lease_s: float = 30.0
-    preview_interval_s: float = 4.0  # a preview is decoded at most this often per job
-    checkpoint_every_steps: int = 50
-    checkpoint_every_s: float = 60.0
-    poll_s: float | None = None  # an idle device looks for work this often; None: a third of the lease
-    device_failure_limit: int | None = 3  # internal errors in a row before a device takes no more jobs
-    stall_s: float | None = 600.0  # a render with no iteration for this long is abandoned (None: never)
-    stall_grace_s: float = 30.0  # how long an abandoned render's thread has to stop before the process exits
-    finish_retry_s: tuple[float, float] = (1.0, 60.0)  # first and longest wait between tries to record an end
-
-
-@dataclasses.dataclass(slots=True)
-class _Run:
-    """One job on one device: what the render thread and the loop share (plain attributes, set by one side)."""
-
-    claim: Claim
-    device: str
-    output: Path
-    cancel: threading.Event
-    started: float  # monotonic
-    first_step: int  # where this attempt began (a resumed job starts past 0)
-    step: int = 0
-    frame: int = 1
-    last_iteration_at: float | None = None  # wall clock, for the heartbeat: a hung device thread shows
-    alive_at: float = 0.0  # monotonic: the start, then each iteration (the stall watchdog reads it)
-    iterated: bool = False
-    preview_due: float = 0.0
-    checkpoint_step: int = 0
-    checkpoint_at: float = 0.0
-    draining: bool = False  # set by the loop: checkpoint at the next iteration and stop
-    drain_checkpoint: tuple[bytes, int, int] | None = None  # set by the render thread
-    pending_checkpoint: tuple[bytes, int, int] | None = None
-    writer: asyncio.Task[None] | None = None
-    lost: bool = False  # the lease went to someone else: discard everything
-    stalled: bool = False  # the watchdog gave up on it: back to the queue, counted as an interruption
-    internal_error: str | None = None  # what failed, when it was not the job's fault (device health counts it)
 
 
 class JobRunner:
@@ -127,19 +69,15 @@ class JobRunner:
         self._pools = {d: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"render-{d}") for d in self.devices}
         self._renderers: dict[str, Renderer] = {}
         self._wake = {d: asyncio.Event() for d in self.devices}
-        self._runs: dict[int, _Run] = {}
+        self._runs: dict[int, Run] = {}
         self._tasks: list[asyncio.Task[None]] = []
-        self.device_failure_limit = config.device_failure_limit
         self.stall_s = config.stall_s
         self.stall_grace_s = config.stall_grace_s
         self.finish_retry_s = config.finish_retry_s
-        self._failures = dict.fromkeys(self.devices, 0)  # internal errors in a row, per device
-        self._disabled: dict[str, str] = {}  # device -> why it takes no more jobs
+        self.health = DeviceHealth(self.devices, config.device_failure_limit)
         self._fresh_threads = 0
         self._stopping = False
         self.stopped = asyncio.Event()
-        self.exit_status: int | None = None  # set when the process should exit for its supervisor
-        self.exit_requested = asyncio.Event()  # set once that status is set and no job runs here any more
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -189,19 +127,24 @@ class JobRunner:
         """Per device: True while its loop runs and takes jobs (False before the runner started, once the loop
         ended or died, and once the device was disabled for failing again and again or for a stuck thread)."""
         alive = {task.get_name().removeprefix("runner-"): not task.done() for task in self._tasks}
-        return {d: alive.get(d, False) and d not in self._disabled for d in self.devices}
+        return {d: alive.get(d, False) and self.health.usable(d) for d in self.devices}
 
-    def _request_exit(self, status: int) -> None:
-        """Take no more jobs anywhere; `exit_requested` is set once the jobs running here have ended."""
-        if self.exit_status is None:
-            self.exit_status = status
+    @property
+    def exit_status(self) -> int | None:
+        """The status the process should exit with for its supervisor (device health), or None."""
+        return self.health.exit_status
+
+    @property
+    def exit_requested(self) -> asyncio.Event:
+        """Set once `exit_status` is set and no job runs here any more."""
+        return self.health.exit_requested
+
+    def _disable(self, device: str, why: str, status: int) -> None:
+        """Take no more jobs on any device; `exit_requested` is set once the jobs running here have ended."""
+        self.health.disable(device, why, status)
         for event in self._wake.values():
             event.set()
-        self._exit_if_idle()
-
-    def _exit_if_idle(self) -> None:
-        if self.exit_status is not None and not self._runs:
-            self.exit_requested.set()
+        self.health.exit_if_idle(len(self._runs))
 
     def _loop_ended(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None and not self._stopping:
@@ -225,7 +168,7 @@ class JobRunner:
     async def _device_loop(self, device: str) -> None:
         owner = f"{self.worker_id}/{device}"
         wake = self._wake[device]
-        while not self._stopping and self.exit_status is None:
+        while not self._stopping and self.health.exit_status is None:
             wake.clear()
             try:
                 claim = await self.queue.claim(owner, lease_s=self.lease_s, device=device)
@@ -237,32 +180,14 @@ class JobRunner:
                     await asyncio.wait_for(wake.wait(), self.poll_s)
                 continue
             run = await self._run(device, claim)
-            self._count_health(device, run)
-            if run.stalled and device not in self._disabled:
+            if run.internal_error is not None:
+                if self.health.failed(device, run.internal_error):
+                    self._disable(device, run.internal_error, EXIT_DEVICE_FAILED)
+            elif not (run.stalled or run.draining or run.lost):
+                self.health.worked(device)
+            if run.stalled and self.health.usable(device):
                 await self._fresh_thread(device)
-        self._exit_if_idle()
-
-    def _count_health(self, device: str, run: _Run) -> None:
-        """Internal errors in a row disable the device: its jobs stay queued, the process exits to be restarted."""
-        if run.internal_error is None:
-            if not run.stalled and not run.draining and not run.lost:
-                self._failures[device] = 0  # it rendered, or the job itself was refused: the device works
-            return
-        self._failures[device] += 1
-        limit = self.device_failure_limit
-        if limit is None or self._failures[device] < limit:
-            return
-        self._disabled[device] = run.internal_error
-        log.error(
-            "device %s failed %d jobs in a row with internal errors, the last: %s; it takes no more jobs (they "
-            "stay queued) and the process exits with status %d once nothing else runs, for its supervisor to "
-            "restart it",
-            device,
-            self._failures[device],
-            run.internal_error,
-            EXIT_DEVICE_FAILED,
-        )
-        self._request_exit(EXIT_DEVICE_FAILED)
+        self.health.exit_if_idle(len(self._runs))
 
     async def _fresh_thread(self, device: str) -> None:
         """After a stall: the device's renderer is built again on a new thread (the old one may be unusable)."""
@@ -277,16 +202,15 @@ class JobRunner:
                 self._pools[device], self._make_renderer, device
             )
         except Exception as e:
-            self._disabled[device] = f"rebuilding its renderer failed: {e!r}"
             log.exception("device %s: rebuilding its renderer after a stall failed; it takes no more jobs", device)
-            self._request_exit(EXIT_DEVICE_FAILED)
+            self._disable(device, f"rebuilding its renderer failed: {e!r}", EXIT_DEVICE_FAILED)
             return
         log.info("device %s: a fresh render thread and renderer after the stall", device)
 
-    def _begin(self, device: str, claim: Claim) -> _Run:
+    def _begin(self, device: str, claim: Claim) -> Run:
         job = claim.job
         resumed_at = (job.checkpoint_step or 0) if claim.checkpoint is not None else 0
-        run = _Run(
+        run = Run(
             claim=claim,
             device=device,
             output=output_path(self.data_dir, claim),
@@ -311,7 +235,7 @@ class JobRunner:
         )
         return run
 
-    async def _run(self, device: str, claim: Claim) -> _Run:
+    async def _run(self, device: str, claim: Claim) -> Run:
         job = claim.job
         run = self._begin(device, claim)
         self.queue.publish_started(job)
@@ -331,7 +255,7 @@ class JobRunner:
             self.queue.forget_live(job.id)
         return run
 
-    async def _render(self, run: _Run) -> tuple[Artifact | None, str | None]:
+    async def _render(self, run: Run) -> tuple[Artifact | None, str | None]:
         """Render on the device's thread: (the artifact, None), or (None, the error the member sees)."""
         job, device = run.claim.job, run.device
         loop = asyncio.get_running_loop()
@@ -339,11 +263,23 @@ class JobRunner:
         try:
             await asyncio.to_thread(run.output.parent.mkdir, parents=True, exist_ok=True)
             run.alive_at = time.monotonic()
-            return await self._watch(run, loop.run_in_executor(self._pools[device], render)), None
+            future = loop.run_in_executor(self._pools[device], render)
+            if self.stall_s is None:
+                return await future, None
+            return await watch_render(
+                future,
+                last_sign_of_life=lambda: (run.alive_at, run.iterated),
+                cancel=run.cancel,
+                stall_s=self.stall_s,
+                grace_s=self.stall_grace_s,
+                on_stall=functools.partial(self._on_stall, run),
+            ), None
         except asyncio.CancelledError:  # cancelling this task does not stop the thread: the event does
             run.cancel.set()
             raise
-        except _Stalled:
+        except Stalled as e:
+            if not e.stopped:
+                self._stuck(run)
             return None, None
         except Cancelled:  # stopped before it had anything to show (reading its source video)
             log.info("job %s: cancelled before a result", job.id)
@@ -365,57 +301,26 @@ class JobRunner:
             run.internal_error = f"{type(e).__name__}: {e}"
             return None, "internal error"
 
-    async def _watch(self, run: _Run, future: asyncio.Future[Artifact]) -> Artifact:
-        """The render's result; raise `_Stalled` when it made no iteration for too long (the stall watchdog).
-
-        Before the first iteration the limit is three times longer: a model download or frame extraction
-        comes first. An abandoned render is cancelled and given `stall_grace_s` to stop; a thread that does
-        not is left behind and the process exits (`EXIT_STUCK_THREAD`) once the other jobs are checkpointed.
-        """
-        if self.stall_s is None:
-            return await future
-        check_s = min(5.0, self.stall_s / 4)
-        while True:
-            done, _ = await asyncio.wait({future}, timeout=check_s)
-            if done:
-                return future.result()
-            limit = self.stall_s if run.iterated else 3 * self.stall_s
-            quiet = time.monotonic() - run.alive_at
-            if quiet >= limit and not run.cancel.is_set():
-                break
-            if quiet >= limit + self.stall_grace_s:  # cancelled (by a member, a drain) and still not stopping
-                break
-        job = run.claim.job
-        log.error(
-            "job %s: no iteration on %s for %.1f s (at step %d); abandoning the render, the job goes back to the "
-            "queue and counts as an attempt",
-            job.id,
-            run.device,
-            quiet,
-            run.step,
-        )
+    def _on_stall(self, run: Run, quiet_s: float) -> None:
         run.stalled = True
-        run.cancel.set()
-        done, _ = await asyncio.wait({future}, timeout=self.stall_grace_s)
-        if not done:
-            self._disabled[run.device] = f"job {job.id}'s render thread did not stop"
-            log.error(
-                "device %s: the render thread of job %s did not stop within %.0f s of being cancelled; the other "
-                "jobs are checkpointed and the process exits with status %d for its supervisor to restart it",
-                run.device,
-                job.id,
-                self.stall_grace_s,
-                EXIT_STUCK_THREAD,
-            )
-            for other in self._runs.values():
-                other.draining = True
-            self._request_exit(EXIT_STUCK_THREAD)
-        else:
-            with contextlib.suppress(Exception):
-                future.result()  # what the cancelled render ended with no longer matters
-        raise _Stalled
+        what = f"job {run.claim.job.id}: no iteration on {run.device} for {quiet_s:.1f} s (at step {run.step})"
+        log.error("%s; abandoning the render, the job goes back to the queue and counts as an attempt", what)
 
-    def _render_on_device(self, run: _Run, on_progress: Callable[[Progress], None]) -> Artifact:
+    def _stuck(self, run: Run) -> None:
+        """The abandoned render's thread did not stop: checkpoint the other jobs and exit for the supervisor."""
+        what = f"device {run.device}: the render thread of job {run.claim.job.id} did not stop"
+        log.error(
+            "%s within %.0f s of being cancelled; the other jobs are checkpointed and the process exits "
+            "with status %d for its supervisor to restart it",
+            what,
+            self.stall_grace_s,
+            EXIT_STUCK_THREAD,
+        )
+        for other in self._runs.values():
+            other.draining = True
+        self._disable(run.device, what, EXIT_STUCK_THREAD)
+
+    def _render_on_device(self, run: Run, on_progress: Callable[[Progress], None]) -> Artifact:
         """On the device thread: render the claim, from its checkpoint when it has one and its frames are intact."""
         job, checkpoint = run.claim.job, run.claim.checkpoint
         renderer = self._renderers[run.device]
@@ -431,7 +336,7 @@ class JobRunner:
             run.first_step = run.step = run.checkpoint_step = 0
             return renderer.render(job.spec, run.output, on_progress=on_progress, cancel=run.cancel, work_dir=work)
 
-    async def _settle(self, run: _Run, artifact: Artifact | None, error: str | None) -> None:
+    async def _settle(self, run: Run, artifact: Artifact | None, error: str | None) -> None:
         claim, job = run.claim, run.claim.job
         if run.writer is not None:
             await run.writer
@@ -448,61 +353,34 @@ class JobRunner:
             return
         if artifact is not None:
             self._record_speed(run, artifact)
+        fields: dict[str, Any]
         if error is not None:
-            record = await self._until_recorded(
-                run,
-                lambda: self.queue.finish(
-                    claim, JobStatus.FAILED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, error=error
-                ),
-            )
+            state, fields = JobStatus.FAILED, {"step": run.step, "frame": run.frame, "error": error}
         elif artifact is None:  # cancelled before it had a result
-            record = await self._until_recorded(
-                run,
-                lambda: self.queue.finish(
-                    claim, JobStatus.CANCELLED, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame
-                ),
-            )
+            state, fields = JobStatus.CANCELLED, {"step": run.step, "frame": run.frame}
         else:
             state = JobStatus.CANCELLED if artifact.partial and run.cancel.is_set() else JobStatus.DONE
-            record = await self._until_recorded(
-                run,
-                lambda: self.queue.finish(
-                    claim,
-                    state,
-                    gpu_seconds=gpu_seconds,
-                    step=artifact.steps_done,
-                    frame=artifact.frames_done,
-                    result_paths=artifact.paths,
-                    partial=artifact.partial,
-                    seed=artifact.seed,
-                ),
-            )
+            fields = {"step": artifact.steps_done, "frame": artifact.frames_done, "result_paths": artifact.paths}
+            fields |= {"partial": artifact.partial, "seed": artifact.seed}
+        record = await self._until_recorded(
+            run, lambda: self.queue.finish(claim, state, gpu_seconds=gpu_seconds, **fields)
+        )
         if record is None:
             log.warning("job %s: lease lost before it could be recorded; discarding this attempt", job.id)
             return
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
-    async def _until_recorded(self, run: _Run, write: Callable[[], Awaitable[JobRecord | None]]) -> JobRecord | None:
-        """Record the job's end, trying again with a growing wait while it fails (a full disk, a locked
-        database): the result is on disk and the lease is kept, so the job is never rendered again for it."""
-        wait, longest = self.finish_retry_s
-        while True:
-            try:
-                return await write()
-            except Exception as e:
-                if self._stopping:  # a shutdown does not wait for the database; the lease runs out
-                    raise
-                if is_disk_full(e):
-                    self.queue.disk_full()
-                log.exception(
-                    "job %s: recording its end failed; trying again in %.0f s (it is not rendered again)",
-                    run.claim.job.id,
-                    wait,
-                )
-            await asyncio.sleep(wait)
-            wait = min(wait * 2, longest)
+    async def _until_recorded(self, run: Run, write: Callable[[], Awaitable[JobRecord | None]]) -> JobRecord | None:
+        def failed(e: Exception, wait: float) -> None:
+            if self._stopping:  # a shutdown does not wait for the database; the lease runs out
+                raise e
+            if is_disk_full(e):
+                self.queue.disk_full()
+            log.error("job %s: recording its end failed (%r); trying again in %.1f s", run.claim.job.id, e, wait)
 
-    async def _give_back(self, run: _Run, gpu_seconds: float, *, interrupted: bool = False) -> None:
+        return await write_until_done(write, waits=self.finish_retry_s, on_failure=failed)
+
+    async def _give_back(self, run: Run, gpu_seconds: float, *, interrupted: bool = False) -> None:
         """Stopped for a shutdown (or abandoned as stalled): store the drain checkpoint, if any, and put the job
         back in the queue; a stall counts as an interruption, a shutdown does not."""
         claim = run.claim
@@ -521,7 +399,7 @@ class JobRunner:
             "" if released else ", lease lost",
         )
 
-    def _record_speed(self, run: _Run, artifact: Artifact) -> None:
+    def _record_speed(self, run: Run, artifact: Artifact) -> None:
         steps = artifact.steps_done - run.first_step
         if steps >= 3:  # fewer is mostly start-up time
             seconds = (time.monotonic() - run.started) / steps
@@ -530,7 +408,7 @@ class JobRunner:
             )
             task.add_done_callback(_log_failure)
 
-    async def _heartbeat(self, run: _Run) -> None:
+    async def _heartbeat(self, run: Run) -> None:
         while True:
             await asyncio.sleep(self.lease_s / 3)
             try:
@@ -549,7 +427,7 @@ class JobRunner:
 
     # -- the render thread's side ---------------------------------------------------------------
 
-    def _on_progress(self, loop: asyncio.AbstractEventLoop, run: _Run, p: Progress) -> None:
+    def _on_progress(self, loop: asyncio.AbstractEventLoop, run: Run, p: Progress) -> None:
         """Called on the device thread after each iteration. Never blocks on the loop."""
         now = time.monotonic()
         step = p.step or p.iteration
@@ -586,19 +464,19 @@ class JobRunner:
         self._to_loop(loop, run, self.queue.publish_progress, update)
 
     @staticmethod
-    def _to_loop(loop: asyncio.AbstractEventLoop, run: _Run, callback: Callable[..., object], *args: object) -> None:
+    def _to_loop(loop: asyncio.AbstractEventLoop, run: Run, callback: Callable[..., object], *args: object) -> None:
         try:
             loop.call_soon_threadsafe(callback, *args)
         except RuntimeError:  # the loop is closed: nobody is listening, stop rendering
             run.cancel.set()
 
-    def _save_checkpoint(self, run: _Run, checkpoint: tuple[bytes, int, int]) -> None:
+    def _save_checkpoint(self, run: Run, checkpoint: tuple[bytes, int, int]) -> None:
         """On the loop: keep only the newest checkpoint waiting; one writer task per job."""
         run.pending_checkpoint = checkpoint
         if run.writer is None or run.writer.done():
             run.writer = asyncio.get_running_loop().create_task(self._write_checkpoints(run))
 
-    async def _write_checkpoints(self, run: _Run) -> None:
+    async def _write_checkpoints(self, run: Run) -> None:
         while run.pending_checkpoint is not None:
             data, step, frame = run.pending_checkpoint
             run.pending_checkpoint = None
@@ -612,10 +490,6 @@ class JobRunner:
                 run.cancel.set()
                 return
             log.debug("job %s: checkpoint at step %d", run.claim.job.id, step)
-
-
-class _Stalled(Exception):
-    """The watchdog abandoned a render (raised on the loop, never on the render thread)."""
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
