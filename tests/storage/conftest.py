@@ -49,3 +49,12 @@ async def stores(store_target: Path | str) -> AsyncIterator[Stores]:
 @pytest.fixture
 async def store(stores: Stores) -> JobStore:
     return await stores.open()
+
+
+@pytest.fixture
+async def pg_stores(postgres_url: str) -> AsyncIterator[Stores]:
+    """PostgreSQL only: stores (separate pools, as separate processes would have) on the session's emptied database."""
+    await postgres.empty(postgres_url)
+    made = postgres_stores(postgres_url)
+    yield made
+    await made.close_all()
