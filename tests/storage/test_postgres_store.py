@@ -11,6 +11,7 @@ import pytest
 
 from engine.jobs import JobSpec, spec_to_json
 from storage.factory import open_store
+from storage.postgres.db import CLAIM_LOCK
 from storage.postgres.migrations import LATEST
 from storage.postgres.store import PostgresJobStore
 from storage.records import Owner, QueueState, SubmitLimits
@@ -159,3 +160,28 @@ async def test_the_factory_picks_the_backend_from_the_url(postgres_url: str, tmp
             await store.close()
     with pytest.raises(ValueError, match="no job store for 'mysql'"):
         await open_store("mysql://localhost/jobs")
+
+
+@pytest.mark.parametrize("cancel_after_s", [0.0, 0.3])
+async def test_a_claim_cancelled_while_another_process_claims_leaves_the_store_working(
+    pg_stores: Stores, postgres_url: str, cancel_after_s: float
+) -> None:
+    store = await pg_stores.open()
+    job = await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS)
+    other = await asyncpg.connect(postgres_url)
+    try:
+        transaction = other.transaction()
+        await transaction.start()
+        await other.execute("SELECT pg_advisory_xact_lock($1)", CLAIM_LOCK)  # another process is mid-claim
+        claim = asyncio.create_task(store.claim_next("a", lease_s=60, now=2.0, choose=oldest))
+        await asyncio.sleep(cancel_after_s)  # before or while it waits for the lock: either must be safe
+        claim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+        await transaction.commit()
+    finally:
+        await other.close()
+    assert (await store.get(job.id)).state.value == "queued"  # the cancelled claim took nothing
+    again = await store.claim_next("a", lease_s=60, now=3.0, choose=oldest)
+    assert again is not None
+    assert again.attempt == 1
