@@ -86,8 +86,11 @@ async def _scenario(store: JobStore) -> list[Any]:
         seen += [claim, await store.save_checkpoint(claim, bytes([n]) * 3, step=n + 2, frame=1, now=11.0 + n)]
         seen.append(await store.renew_lease(claim, lease_s=30, now=12.0 + n, step=n + 3, frame=1, heartbeat_at=None))
         if n == 0:
-            seen.append(await store.finish(claim, JobStatus.DONE, now=20.0, gpu_seconds=8.5, step=10, frame=1,
-                                           result_paths=["/a.png", "/b.png"], seed=2**62))  # fmt: skip
+            paths = ["/a.png", "/b.png"]
+            done = await store.finish(
+                claim, JobStatus.DONE, now=20.0, gpu_seconds=8.5, step=10, frame=1, result_paths=paths, seed=2**62
+            )
+            seen.append(done)
         elif n == 1:
             seen.append(await store.release(claim, now=21.0, gpu_seconds=1.25, step=3, frame=1, interrupted=True))
     seen.append(await store.claim_next("late", lease_s=30, now=100.0, choose=oldest))  # takes over the lapsed lease
