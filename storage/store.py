@@ -1,8 +1,8 @@
-"""The job store's interface (`JobStore`) and errors; `storage.sqlite.store.SqliteJobStore` implements it.
+"""The job store's interface (`JobStore`) and errors; `storage.sqlite.store.SqliteJobStore` and
+`storage.postgres.store.PostgresJobStore` implement it.
 
 The queue and the runner see only `JobStore`, and `storage.factory.open_store` picks the implementation
-from a URL, so a PostgreSQL store (claim with `FOR UPDATE SKIP LOCKED`, same lease and fencing columns)
-can be added without touching them.
+from a URL (docs/architecture.md, "The PostgreSQL store").
 Every state change is one committed transaction; every runner write is fenced on
 `lease_owner` and `attempt`, so a runner that lost its lease changes nothing.
 """

@@ -1,9 +1,10 @@
-"""The store's server side: settings per server, one job per interaction, counts and usage per server."""
+"""The store's server side: settings per server, one job per interaction, counts and usage per server.
+
+On both backends (the `store` and `stores` fixtures), except the SQLite file's own schema checks."""
 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -13,36 +14,26 @@ from storage.records import Owner, QueueState, SubmitLimits
 from storage.sqlite.db import open_database
 from storage.sqlite.migrations import schema_version
 from storage.sqlite.store import SqliteJobStore
-from storage.store import AlreadySubmitted
+from storage.store import AlreadySubmitted, JobStore
+from tests.support.stores import Stores
 
 SPEC = JobSpec(text_prompts="a harbour", width=64, height=64, iterations=10, vqgan_model="tiny", clip_model="tiny")
 NO_LIMITS = SubmitLimits(max_queued_per_member=None, max_queued_per_guild=None)
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SqliteJobStore]:
-    s = await SqliteJobStore.open(tmp_path / "jobs.sqlite3")
-    yield s
-    await s.close()
-
-
-async def test_settings_are_kept_per_server_and_survive_a_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "jobs.sqlite3"
-    store = await SqliteJobStore.open(path)
+async def test_settings_are_kept_per_server_and_survive_a_reopen(stores: Stores) -> None:
+    store = await stores.open()
     await store.set_guild_setting(10, "max_size", "128", now=1.0, by_user=7)
     await store.set_guild_setting(10, "max_size", "96", now=2.0, by_user=8)  # replaced, not added
     await store.set_guild_setting(20, "blocked_words", "gore", now=3.0, by_user=9)
     assert await store.reset_guild_setting(20, "blocked_words")
     assert not await store.reset_guild_setting(20, "blocked_words")  # nothing left to reset
     await store.close()
-    again = await SqliteJobStore.open(path)
-    try:
-        assert await again.guild_settings() == {10: {"max_size": "96"}}
-    finally:
-        await again.close()
+    again = await stores.open()
+    assert await again.guild_settings() == {10: {"max_size": "96"}}
 
 
-async def test_a_second_create_for_one_interaction_makes_no_job(store: SqliteJobStore) -> None:
+async def test_a_second_create_for_one_interaction_makes_no_job(store: JobStore) -> None:
     owner = Owner(user_id=1, guild_id=10, channel_id=100)
     first = await store.create(owner, SPEC, now=1.0, limits=NO_LIMITS, interaction_id=555)
     with pytest.raises(AlreadySubmitted) as again:
@@ -53,8 +44,12 @@ async def test_a_second_create_for_one_interaction_makes_no_job(store: SqliteJob
     assert [j.id for j in await store.active()] == [first.id, other.id, untracked.id]
 
 
-async def test_the_unique_key_holds_for_every_connection(store: SqliteJobStore, tmp_path: Path) -> None:
-    await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS, interaction_id=42)
+async def test_the_unique_key_holds_for_every_sqlite_connection(tmp_path: Path) -> None:
+    store = await SqliteJobStore.open(tmp_path / "jobs.sqlite3")
+    try:
+        await store.create(Owner(user_id=1), SPEC, now=1.0, limits=NO_LIMITS, interaction_id=42)
+    finally:
+        await store.close()
     with sqlite3.connect(tmp_path / "jobs.sqlite3") as other, pytest.raises(sqlite3.IntegrityError):
         other.execute(
             "INSERT INTO jobs (kind, user_id, spec, state, created_at, interaction_id) VALUES ('image', 2, ?, 'queued', 0, 42)",
@@ -62,7 +57,7 @@ async def test_the_unique_key_holds_for_every_connection(store: SqliteJobStore, 
         )
 
 
-async def test_counts_recent_and_usage_per_server(store: SqliteJobStore) -> None:
+async def test_counts_recent_and_usage_per_server(store: JobStore) -> None:
     a, b = Owner(user_id=1, guild_id=10), Owner(user_id=1, guild_id=20)  # one member in two servers
     for owner in (a, a, b):
         await store.create(owner, SPEC, now=1.0, limits=NO_LIMITS)

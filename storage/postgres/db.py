@@ -1,0 +1,64 @@
+"""Opening the PostgreSQL database: a connection pool, migrations at start, transactions that report a full disk."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+
+from storage.postgres.migrations import LATEST, migrate
+from storage.store import DiskFull
+
+DISK_FULL = "53100"  # SQLSTATE disk_full: a write (or a sort's temporary file) found no room
+CLAIM_LOCK = 0x7671_636C_6169  # pg_advisory_xact_lock key: one claim at a time over every process
+POOL_SIZE = 4  # connections per store: the bot's reads overlap a heartbeat or a claim, rarely more
+
+
+async def create_pool(url: str, *, migrate_to: int | None = LATEST, max_size: int = POOL_SIZE) -> asyncpg.Pool:
+    """A pool on `url`, migrated to `migrate_to` (None skips migrations). The caller closes it."""
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=max_size)
+    try:
+        if migrate_to is not None:
+            async with pool.acquire() as conn:
+                await migrate(conn, migrate_to)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled connection for reads (each statement its own snapshot), with a full disk reported as `DiskFull`."""
+    with disk_full_as_store_error():
+        async with pool.acquire() as conn:
+            yield conn
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """One transaction on a pooled connection: committed on success, rolled back on any error or cancel.
+
+    A full disk (SQLSTATE 53100, at any statement or at COMMIT) raises `DiskFull` once rolled back, so
+    the bot can tell it from a bug and refuse new work until space returns, as with SQLite.
+    """
+    with disk_full_as_store_error():
+        async with pool.acquire() as conn, conn.transaction():
+            yield conn
+
+
+@contextlib.contextmanager
+def disk_full_as_store_error() -> Iterator[None]:
+    """Turn PostgreSQL's disk-full error into the store's `DiskFull`; every other error passes unchanged."""
+    try:
+        yield
+    except asyncpg.PostgresError as e:
+        if getattr(e, "sqlstate", None) == DISK_FULL:
+            raise DiskFull(f"the database could not be written: {e}") from e
+        raise
+
+
+def changed(status: str) -> int:
+    """The row count of an INSERT/UPDATE/DELETE command tag such as 'UPDATE 1'."""
+    return int(status.rsplit(" ", 1)[-1])
