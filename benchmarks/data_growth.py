@@ -29,7 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig  # noqa: E402
+from bot.queue.runner import JobRunner, RendererFactory  # noqa: E402
+from bot.queue.runs import RunnerConfig  # noqa: E402
 from bot.queue.service import QueueConfig  # noqa: E402
 from bot.services import open_queue  # noqa: E402
 from engine.jobs import JobKind, JobSpec  # noqa: E402

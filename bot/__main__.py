@@ -24,7 +24,7 @@ from bot.metrics_server import MetricsConfig
 from bot.queue.admission import AdmissionLimits, estimate_memory_gb
 from bot.queue.api import Renderer
 from bot.queue.device_health import EXIT_STUCK_THREAD
-from bot.queue.runner import RunnerConfig
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import QueueConfig
 from bot.queue.worker_slot import hold_worker_slot
 from bot.services import ServiceConfig, build_services

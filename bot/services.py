@@ -18,7 +18,8 @@ from bot.attachments import MemberFileCheck, check_member_file
 from bot.config import BotConfig
 from bot.metrics import BotMetrics, Health
 from bot.metrics_server import MetricsConfig, MetricsServer
-from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.runner import JobRunner, RendererFactory
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from storage.factory import open_store
 from storage.store import JobStore

@@ -25,7 +25,8 @@ from benchmarks import data_growth
 from bot.queue.api import QueueRefused
 from bot.queue.disk import DISK_FULL_TEXT
 from bot.queue.job_files import STALE_S
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.runner import JobRunner
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import open_queue
 from engine.jobs import Artifact, JobSpec, JobStatus

@@ -14,7 +14,8 @@ import pytest
 
 from bot.queue.admission import SpeedClass
 from bot.queue.api import NotAllowed
-from bot.queue.runner import JobRunner, RunnerConfig, work_path
+from bot.queue.runner import JobRunner, work_path
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import open_queue
 from engine.jobs import JobSpec, JobStatus

@@ -14,7 +14,8 @@ import pytest
 
 from bot.queue.api import Renderer
 from bot.queue.device_health import EXIT_DEVICE_FAILED, EXIT_STUCK_THREAD
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.runner import JobRunner
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig, attempts_text
 from bot.services import open_queue
 from engine.jobs import Artifact, JobSpec, JobStatus

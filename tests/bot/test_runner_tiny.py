@@ -11,7 +11,8 @@ from PIL import Image
 
 from benchmarks.loop_lag import LoopLag
 from bot.queue.admission import AdmissionLimits
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.runner import JobRunner
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import QueueConfig
 from bot.services import open_queue
 from engine.jobs import JobKind, JobSpec, JobStatus

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.queue.runner import JobRunner, RunnerConfig
+from bot.queue.runner import JobRunner
+from bot.queue.runs import RunnerConfig
 from bot.services import open_queue
 from engine.jobs import JobKind, JobSpec, JobStatus
 from storage.records import Owner

@@ -22,7 +22,8 @@ from bot.config import BotConfig
 from bot.metrics_server import MetricsConfig, MetricsServer
 from bot.queue.admission import AdmissionLimits
 from bot.queue.api import JobNotFound, Renderer
-from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.runner import JobRunner, RendererFactory
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import ServiceConfig, build_services
 from storage.records import JobRecord

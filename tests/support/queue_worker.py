@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import IO
 
 from bot.queue.api import ProgressUpdate, Renderer
-from bot.queue.runner import JobRunner, RendererFactory, RunnerConfig
+from bot.queue.runner import JobRunner, RendererFactory
+from bot.queue.runs import RunnerConfig
 from bot.queue.service import QueueConfig
 from bot.services import open_queue
 from engine.jobs import JobSpec
