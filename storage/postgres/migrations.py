@@ -96,6 +96,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE jobs ADD COLUMN interruptions INTEGER NOT NULL DEFAULT 0",
         "ALTER TABLE jobs ADD COLUMN results_expired_at DOUBLE PRECISION",
     ),
+    # 6: several hosts on one database: which worker rendered a job, the workers' heartbeats (who is
+    # alive), and a job's files (inputs, results) as chunks, for hosts that share nothing else
+    (
+        "ALTER TABLE jobs ADD COLUMN worker_id TEXT",
+        """
+        CREATE TABLE workers (
+            worker_id TEXT PRIMARY KEY,
+            host TEXT NOT NULL,
+            devices TEXT NOT NULL,
+            started_at DOUBLE PRECISION NOT NULL,
+            heartbeat_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        """
+        CREATE TABLE job_files (
+            job_id BIGINT NOT NULL,
+            role TEXT NOT NULL,
+            name TEXT NOT NULL,
+            chunk INTEGER NOT NULL,
+            data BYTEA NOT NULL,
+            PRIMARY KEY (job_id, role, name, chunk)
+        )
+        """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)
