@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from bot import texts
 from bot.queue.service import JobQueue, QueueConfig
 from bot.services import open_queue
 from engine.jobs import JobSpec, JobStatus
@@ -200,3 +201,59 @@ def test_sigterm_checkpoints_the_running_job_and_exits_within_seconds(tmp_path: 
     assert steps[0] == 12
     (done,) = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
     assert (done.state, done.step) == (JobStatus.DONE, 150)
+
+
+def test_a_job_that_kills_its_process_fails_after_three_attempts_and_the_queue_moves_on(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    """As under a supervisor that restarts the bot each time the host's OOM killer takes it."""
+    first = Worker(tmp_path, "--poison", "--worker-id", "w")
+    workers.append(first)
+    assert first.wait() == 70, first.log()
+    for _ in range(2):
+        again = Worker(tmp_path, "--worker-id", "w")
+        workers.append(again)
+        assert again.wait() == 70, again.log()  # it takes the job back at once, and dies on it again
+    last = Worker(tmp_path, "--submit", "1", "--worker-id", "w")
+    workers.append(last)
+    assert last.wait() == 0, last.log()
+    poison, other = jobs_in(tmp_path / "jobs.db", tmp_path / "data")
+    assert poison.state == JobStatus.FAILED
+    assert poison.error == "failed after 3 attempts; the bot restarted while rendering it each time"
+    assert poison.interruptions == 3
+    assert other.state == JobStatus.DONE
+    assert "failed: failed after 3 attempts" in texts.failure_text(poison)  # what the channel reads
+    assert "failed after 3 attempts" in texts.job_text(poison, entry=None, now=time.time())  # and /job
+
+
+def test_two_processes_on_one_data_directory_get_their_own_worker_ids_and_keep_their_jobs(
+    tmp_path: Path, workers: list[Worker]
+) -> None:
+    gate = FileGate(tmp_path / "gate")
+    gate.hold_at(3)
+    first = Worker(tmp_path, "--submit", "2", "--iterations", "15", "--slot", "--gate", str(gate.directory))
+    workers.append(first)
+    eventually_sync(lambda: len(gate.waiting()) == 1, 120, "the first process to hold a job")
+    second = Worker(tmp_path, "--iterations", "15", "--slot", "--gate", str(gate.directory))
+    workers.append(second)
+    eventually_sync(lambda: len(gate.waiting()) == 2, 120, "the second process to hold the other job")
+    ready = {e["pid"]: e["worker"] for e in read_events(tmp_path / "events.jsonl") if e["ev"] == "ready"}
+    assert ready[first.process.pid] != ready[second.process.pid]
+    first.process.send_signal(signal.SIGKILL)  # its job stays running under its lease
+    assert first.wait() == -signal.SIGKILL
+    restarted = Worker(tmp_path, "--iterations", "15", "--slot", "--gate", str(gate.directory))
+    workers.append(restarted)
+    wait_for(
+        tmp_path / "events.jsonl", lambda ev: any(e["ev"] == "ready" and e["pid"] == restarted.process.pid for e in ev)
+    )
+    gate.release()
+    assert [second.wait(120), restarted.wait(120)] == [0, 0], [second.log(), restarted.log()]
+    events = read_events(tmp_path / "events.jsonl")
+    ready = {e["pid"]: e["worker"] for e in events if e["ev"] == "ready"}
+    assert ready[restarted.process.pid] == ready[first.process.pid]  # the same slot, so it took its job back
+    (held,) = {e["job"] for e in events if e["ev"] == "progress" and e["pid"] == first.process.pid}
+    (other,) = {1, 2} - {held}
+    ran = {job: {e["pid"] for e in events if e["ev"] == "progress" and e["job"] == job} for job in (1, 2)}
+    assert ran == {held: {first.process.pid, restarted.process.pid}, other: {second.process.pid}}
+    finished = collections.Counter(e["job"] for e in events if e["ev"] == "finished")
+    assert finished == {1: 1, 2: 1}

@@ -20,14 +20,15 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from bot.queue.api import ProgressUpdate, Renderer
 from bot.queue.runner import JobRunner, RendererFactory
 from bot.queue.runs import RunnerConfig
 from bot.queue.service import QueueConfig
+from bot.queue.worker_slot import hold_worker_slot
 from bot.services import open_queue
-from engine.jobs import JobSpec
+from engine.jobs import Artifact, JobSpec
 from storage.records import JobRecord, Owner
 from tests.support.gate import FileGate, GatedRenderer
 
@@ -81,6 +82,25 @@ def gated(factory: RendererFactory, gate: FileGate) -> RendererFactory:
     return lambda device: GatedRenderer(factory(device), gate)
 
 
+POISON = "poison"  # a job whose render kills its process, as the host's OOM killer or a native crash would
+
+
+class PoisonedRenderer:
+    """Any renderer, except that a job prompting POISON ends the whole process at its first iteration."""
+
+    def __init__(self, inner: Renderer) -> None:
+        self.inner = inner
+
+    def render(self, spec: JobSpec, output: Path, **kw: Any) -> Artifact:
+        if spec.text_prompts == POISON:
+            os._exit(70)
+        return self.inner.render(spec, output, **kw)
+
+
+def poisoned(factory: RendererFactory) -> RendererFactory:
+    return lambda device: PoisonedRenderer(factory(device))
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("db")
@@ -95,6 +115,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--worker-id", default=None)
     parser.add_argument("--model-dir", default=None)
     parser.add_argument("--gate", default=None)
+    parser.add_argument("--poison", action="store_true", help="submit a job whose render kills the process first")
+    parser.add_argument("--slot", action="store_true", help="the worker id of the data directory's process slot")
     args = parser.parse_args(argv)
     with open(args.events, "a", encoding="utf-8") as out:
         asyncio.run(work(args, EventLog(out)))
@@ -105,22 +127,27 @@ async def work(args: argparse.Namespace, events: EventLog) -> None:
     factory, base = make_factory(args.renderer, args.step_s, args.model_dir)
     if args.gate:
         factory = gated(factory, FileGate(Path(args.gate)))
+    factory = poisoned(factory)
     spec = dataclasses.replace(base, iterations=args.iterations)
     config = QueueConfig(max_queued_per_member=None, max_queued_per_guild=None)
     async with open_queue(Path(args.db), Path(args.data), config) as queue:
         queue.subscribe(events)
+        if args.poison:
+            entry = await queue.submit(Owner(user_id=99), dataclasses.replace(spec, text_prompts=POISON))
+            events.write(ev="accepted", job=entry.job.id)
         for n in range(args.submit):
             entry = await queue.submit(Owner(user_id=1 + n % 3), spec)
             events.write(ev="accepted", job=entry.job.id)
+        worker_id = hold_worker_slot(Path(args.data)).worker_id if args.slot else args.worker_id
         options = RunnerConfig(
-            worker_id=args.worker_id, lease_s=args.lease_s, poll_s=0.1, checkpoint_every_steps=args.checkpoint_steps
+            worker_id=worker_id, lease_s=args.lease_s, poll_s=0.1, checkpoint_every_steps=args.checkpoint_steps
         )
         runner = JobRunner(queue, factory, ["cpu"], Path(args.data), options)
         await runner.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lambda: loop.create_task(drain_and_say(runner, events)))
-        events.write(ev="ready")
+        events.write(ev="ready", worker=runner.worker_id)
         while not runner.stopped.is_set() and await queue.store.active():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(runner.stopped.wait(), 0.1)
