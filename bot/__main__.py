@@ -97,6 +97,7 @@ def service_config(settings: Settings, *, force_sync: bool = False, worker_id: s
         preview_interval_s=settings.bot_preview_seconds,
         device_failure_limit=settings.bot_device_failure_limit,
         stall_s=settings.bot_stall_seconds,
+        stall_grace_s=min(30.0, settings.bot_stall_seconds),
     )
     return ServiceConfig(
         bot=bot_config(settings, force_sync=force_sync),

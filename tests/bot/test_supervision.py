@@ -46,3 +46,24 @@ async def test_a_device_in_a_sticky_error_exits_3_keeps_the_other_jobs_and_the_r
         await eventually(lambda: fake.results(waiting), 120.0, "the waiting job's result after the restart")
     finally:
         await healthy.kill()
+
+
+async def test_a_render_thread_that_hangs_makes_the_bot_exit_4_and_the_job_waits_for_the_restart(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    data, log = tmp_path / "data", tmp_path / "bot.log"
+    hung = BotProcess(fake, data, log, VQBOT_TEST_STUCK="1", BOT_STALL_SECONDS="1")
+    await hung.start()
+    try:
+        sent = await fake.slash("imagine", user_id=ALICE, prompt="a lighthouse")
+        await reply_with(fake, sent, "accepted", within=60.0)
+        assert await hung.exit_code(within=120.0) == 4, hung.logs()[-3000:]
+    finally:
+        await hung.kill()
+    assert "the render thread of job 1 did not stop" in hung.logs()
+    healthy = BotProcess(fake, data, log)
+    await healthy.start()
+    try:
+        await eventually(lambda: fake.results(1), 120.0, "the job's result after the restart")
+    finally:
+        await healthy.kill()
