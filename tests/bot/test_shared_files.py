@@ -22,6 +22,8 @@ from bot.services import open_queue
 from engine.jobs import Artifact, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
 from tests.support import postgres
+from tests.support.bot_harness import ALICE as BOT_ALICE, make_config, running_bot
+from tests.support.fake_discord import FakeDiscord
 from tests.support.renderer import FakeRenderer
 from tests.support.waiting import eventually
 
@@ -180,3 +182,55 @@ async def test_the_single_host_sqlite_bot_keeps_its_files_on_disk(tmp_path: Path
 async def _finished(queue: JobQueue, job_id: int) -> JobRecord | None:
     job = await queue.get(job_id)
     return job if job.finished else None
+
+
+async def test_the_bot_posts_a_result_rendered_on_a_host_whose_data_directory_is_gone(
+    url: str, fake: FakeDiscord, tmp_path: Path
+) -> None:
+    config = make_config(tmp_path)  # the bot's data directory: tmp_path/data
+    async with running_bot(fake, config, run_jobs=False, store_url=url) as h:
+        await fake.slash("imagine", user_id=BOT_ALICE, prompt="a harbour", iterations=5)
+        job = await eventually(lambda: _any_job(h.queue), 30.0, "the job to be queued")
+        a = tmp_path / "worker"
+        renderers: dict[str, ReadingResult] = {}
+
+        def make(device: str) -> ReadingResult:
+            renderers[device] = ReadingResult(device)
+            return renderers[device]
+
+        async with open_queue(url, a, CONFIG) as worker:
+            runner = JobRunner(worker, make, ("cpu",), a, RunnerConfig(lease_s=3.0, poll_s=0.05))
+            await runner.start()
+            try:
+                await eventually(lambda: _finished(h.queue, job.id), 60.0, "the job to be rendered elsewhere")
+            finally:
+                await runner.drain(grace_s=2.0)
+    await asyncio.to_thread(shutil.rmtree, a)
+    async with running_bot(fake, config, run_jobs=False, store_url=url):  # delivers what is undelivered
+        await eventually(lambda: fake.results(job.id), 30.0, "the result to be posted")
+    posted = [
+        data
+        for r in fake.requests
+        if r.method == "POST" and r.files
+        for name, data in r.files
+        if name.startswith(f"job-{job.id}.")
+    ]
+    assert posted == [renderers["cpu"].wrote]
+
+
+class ReadingResult(FakeRenderer):
+    """A fake whose result is noise (kilobytes, under the upload limit), kept to compare with what is posted."""
+
+    def __init__(self, device: str) -> None:
+        super().__init__(device, noise=True)
+        self.wrote = b""
+
+    def render(self, spec: JobSpec, output: Path, **kw: object) -> Artifact:  # type: ignore[override]
+        artifact = super().render(spec, output, **kw)  # type: ignore[arg-type]
+        self.wrote = output.read_bytes()
+        return artifact
+
+
+async def _any_job(queue: JobQueue) -> JobRecord | None:
+    jobs = await queue.store.active()
+    return jobs[0] if jobs else None
