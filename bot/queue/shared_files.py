@@ -11,6 +11,7 @@ data directory (`bot.queue.job_files.result_copy_path`). With a store that does 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -64,7 +65,8 @@ class SharedFiles:
             for path in await asyncio.to_thread(_files_in, folder):
                 await self.files.put_file(job_id, INPUT, path.name, path)
         except BaseException:
-            await asyncio.shield(self.files.delete_files(job_id, INPUT))
+            with contextlib.suppress(Exception):  # the first error is the one to report
+                await asyncio.shield(self.files.delete_files(job_id, INPUT))
             raise
 
     async def claimed(self, claim: Claim, queue: Releaser) -> Claim:
@@ -130,17 +132,21 @@ class SharedFiles:
 def relocated(spec: JobSpec, job_id: int, folder: Path, names: set[str]) -> JobSpec:
     """`spec` with each path to one of the job's stored inputs (`.../inputs/<id>/<name>`) moved into `folder`."""
 
+    moved: list[str] = []
+
     def move(path: str) -> str:
         old = Path(path)
-        return str(folder / old.name) if old.name in names and old.parent.name == str(job_id) else path
+        if old.name in names and old.parent.name == str(job_id):
+            moved.append(path)
+            return str(folder / old.name)
+        return path
 
+    prompts = rename_image_parts(spec.image_prompts, move) if spec.image_prompts.strip() else ""
     return dataclasses.replace(
         spec,
+        image_prompts=prompts if moved else spec.image_prompts,  # rewritten only when it names an input
         init_image=move(spec.init_image) if spec.init_image else spec.init_image,
         video=move(spec.video) if spec.video else spec.video,
-        image_prompts=rename_image_parts(spec.image_prompts, move)
-        if spec.image_prompts.strip()
-        else spec.image_prompts,
     )
 
 

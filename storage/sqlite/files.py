@@ -20,7 +20,8 @@ _KEY = "job_id = ? AND role = ? AND name = ?"
 
 class SqliteJobFiles:
     """`storage.store.JobFileStore` sharing the store's connection and lock (aiosqlite runs one statement at a
-    time; the lock keeps a put's transaction whole). A put holds the write lock until its last chunk."""
+    time; the lock keeps a put's transaction whole). A put holds the write lock until its last chunk. Not to
+    be called from inside one of the store's own transactions (`create`'s `prepare`): the lock is not reentrant."""
 
     shares_files = False  # one host: the queue keeps files in its data directory
 
