@@ -178,7 +178,7 @@ class JobQueue:
         async def prepare(job_id: int) -> JobSpec:
             assert staged is not None
             moved = await staged.move_to(self.data_dir / "inputs" / str(job_id), spec)
-            await self.shared.put_inputs(job_id, self.data_dir / "inputs" / str(job_id))
+            await self.shared.put_inputs(job_id, staged)
             return moved
 
         limits = SubmitLimits(

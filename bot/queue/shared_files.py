@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 from bot.queue.disk import is_disk_full
+from bot.queue.inputs import StagedInputs
 from bot.queue.job_files import inputs_path, result_copy_path
 from engine.jobs import JobSpec
 from engine.prompts import rename_image_parts
@@ -56,13 +58,15 @@ class SharedFiles:
         self.data_dir = Path(data_dir)
         self.enabled = files.shares_files
 
-    async def put_inputs(self, job_id: int, folder: Path) -> None:
-        """Store the files of a job's inputs folder (at submit, before its row commits, so no worker sees the job
-        without them). A failure deletes what was stored and raises: the job is not made."""
-        if not self.enabled:
+    async def put_inputs(self, job_id: int, staged: StagedInputs) -> None:
+        """Store the files of a job's inputs folder, once moved there (at submit, before its row commits, so no
+        worker sees the job without them). A failure deletes what was stored and raises: the job is not made;
+        so does `staged.discard()` when the job's transaction fails after this."""
+        if not self.enabled or staged.moved_to is None:
             return
+        staged.unstore = functools.partial(self.files.delete_files, job_id, INPUT)
         try:
-            for path in await asyncio.to_thread(_files_in, folder):
+            for path in await asyncio.to_thread(_files_in, staged.moved_to):
                 await self.files.put_file(job_id, INPUT, path.name, path)
         except BaseException:
             with contextlib.suppress(Exception):  # the first error is the one to report

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import shutil
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,6 +23,7 @@ from bot.queue.service import JobQueue, QueueConfig
 from bot.services import open_queue
 from engine.jobs import Artifact, JobSpec, JobStatus
 from storage.records import JobRecord, Owner
+from storage.store import PrepareSpec
 from tests.support import postgres
 from tests.support.bot_harness import ALICE as BOT_ALICE, make_config, running_bot
 from tests.support.fake_discord import FakeDiscord
@@ -234,3 +237,27 @@ class ReadingResult(FakeRenderer):
 async def _any_job(queue: JobQueue) -> JobRecord | None:
     jobs = await queue.store.active()
     return jobs[0] if jobs else None
+
+
+async def test_a_submit_whose_transaction_fails_after_storing_its_inputs_leaves_no_rows(
+    front: JobQueue, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, inputs = await _inputs(tmp_path)
+    real_create = front.store.create
+    prepared: list[int] = []
+
+    async def failing_commit(*args: Any, prepare: PrepareSpec | None = None, **kw: Any) -> JobRecord:
+        async def prepare_then_fail(job_id: int) -> JobSpec:
+            assert prepare is not None
+            await prepare(job_id)
+            prepared.append(job_id)
+            raise OSError(errno.EIO, "the COMMIT failed")
+
+        return await real_create(*args, prepare=prepare_then_fail, **kw)
+
+    monkeypatch.setattr(front.store, "create", failing_commit)
+    with pytest.raises(OSError, match="COMMIT failed"):
+        await front.submit(ALICE, spec, inputs=inputs)
+    assert len(prepared) == 1
+    assert await front.store.files.list_files(prepared[0], "input") == []
+    assert not await asyncio.to_thread((tmp_path / "b" / "inputs" / str(prepared[0])).exists)
