@@ -145,3 +145,11 @@ class QueuedCounts:
 
     member: int
     guild: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class StoredFile:
+    """One of a job's files kept in the database (`storage.store.JobFileStore`): its name and size in bytes."""
+
+    name: str
+    size: int

@@ -10,10 +10,21 @@ Every state change is one committed transaction; every runner write is fenced on
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Protocol
 
 from engine.jobs import JobSpec, JobStatus
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, QueueState, SubmitLimits
+from storage.records import (
+    Claim,
+    JobRecord,
+    LeaseState,
+    Owner,
+    PlanRow,
+    QueuedCounts,
+    QueueState,
+    StoredFile,
+    SubmitLimits,
+)
 
 Chooser = Callable[[QueueState], int | None]  # picks a queued job id, or None to leave them all waiting
 PrepareSpec = Callable[[int], Awaitable[JobSpec]]  # given the new id, the spec to store (inputs copied)
@@ -55,8 +66,48 @@ class GuildSettingsStore(Protocol):
     async def reset_guild_setting(self, guild_id: int, name: str) -> bool: ...
 
 
+class JobFileStore(Protocol):
+    """A job's files (its inputs, its results) kept in the database, for hosts that share nothing else.
+
+    A separate object (`JobStore.files`) rather than more methods on the store: it is a different kind
+    of data (bytes, streamed) with its own switch, `shares_files`. Files are keyed by (job id, role,
+    name): role "input" or "result", name a plain file name. Each is stored as rows of at most 1 MiB
+    (`storage.file_chunks.CHUNK_BYTES`), read from and written to local files one chunk at a time, so
+    a video never sits whole in memory or in one message. A put is one transaction: it replaces a file
+    of the same key, and one that fails leaves the old version (or nothing). A full database raises
+    `DiskFull`, as does a full local disk while fetching.
+
+    `shares_files` says whether the queue must send files through here: True for PostgreSQL (its
+    workers may run on other hosts), False for SQLite (one host, one data directory: files stay on disk).
+    """
+
+    @property
+    def shares_files(self) -> bool: ...
+
+    async def put_file(self, job_id: int, role: str, name: str, source: Path) -> int:
+        """Store local file `source` as the job's file (role, name), replacing one stored before; its size."""
+        ...
+
+    async def fetch_file(self, job_id: int, role: str, name: str, target: Path) -> bool:
+        """Write the stored file to `target` (complete, or not at all); False when no such file is stored."""
+        ...
+
+    async def list_files(self, job_id: int, role: str) -> list[StoredFile]:
+        """The job's stored files of `role`, by name."""
+        ...
+
+    async def delete_files(self, job_id: int, role: str) -> int:
+        """Delete the job's stored files of `role`; how many there were."""
+        ...
+
+
 class JobStore(GuildSettingsStore, Protocol):
     """Persistence for jobs, measured speeds and per-server settings. Times are Unix seconds passed in by the caller."""
+
+    @property
+    def files(self) -> JobFileStore:
+        """The jobs' files in the database (used only where `files.shares_files`)."""
+        ...
 
     async def close(self) -> None: ...
 

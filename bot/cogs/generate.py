@@ -247,6 +247,8 @@ class GenerateCog(commands.Cog):
             raise UserError(f"there is no job #{job_id}") from None
         if source.state is not JobStatus.DONE and action != "reroll":
             raise UserError(f"job #{job_id} has no finished result to start from")
+        if (local := await self.render_queue.result_file(source)) is not None:  # rendered on another host
+            source = dataclasses.replace(source, result_paths=(str(local), *source.result_paths[1:]))
         limits = self.settings.limits(interaction.guild_id)
         spec = self.derive(source, action, limits)
         inputs = {"init_image": Path(spec.init_image)} if spec.init_image and action != "reroll" else {}

@@ -162,8 +162,12 @@ class ManageCog(commands.Cog):
         return (
             record,
             entry,
-            *await asyncio.to_thread(_result_file, Path(record.result_paths[0]), interaction.filesize_limit),
+            *await asyncio.to_thread(_result_file, await self._result_path(record), interaction.filesize_limit),
         )
+
+    async def _result_path(self, record: JobRecord) -> Path:
+        """The result on this host's disk (fetched from the database when another host rendered it)."""
+        return await self.render_queue.result_file(record) or Path(record.result_paths[0])
 
     @staticmethod
     def _view(record: JobRecord) -> discord.ui.View | None:

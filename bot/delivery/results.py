@@ -202,7 +202,7 @@ class ResultPoster:
             if job.state is JobStatus.CANCELLED:
                 return self._status_message_of(job.id) or UNDELIVERABLE  # nothing to post; the status message says it
             return await self._send(post, texts.failure_text(job))
-        path = Path(job.result_paths[0])
+        path = await self._queue.result_file(job) or Path(job.result_paths[0])
         if not await asyncio.to_thread(path.exists):
             log.error("job %s: result file %s is missing", job.id, path)
             return await self._send(

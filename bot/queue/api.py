@@ -146,6 +146,11 @@ class RenderQueue(Protocol):
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
         ...
 
+    async def result_file(self, job: JobRecord) -> Path | None:
+        """The job's first result as a file on this host, fetched from the database when another host rendered
+        it; None when it has no result. The path may not exist (the file is missing, or expired)."""
+        ...
+
 
 class LocalRunner(Protocol):
     """What the queue needs from a runner in its own process: a submit wakes it, a cancel reaches it at once."""

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 from bot.queue.api import QueueRefused
 from bot.queue.job_files import STAGING_PREFIX, remove
 from engine.jobs import JobSpec
+
+log = logging.getLogger(__name__)
 
 PATH_FIELDS = ("init_image", "video")  # spec fields that are a local file path
 INPUT_FIELDS = (*PATH_FIELDS, "image_prompts")  # `inputs` keys; an image prompt names its file in the prompt text
@@ -58,6 +61,7 @@ class StagedInputs:
     files: Mapping[str, Path]  # field -> the original file
     names: Mapping[str, str]  # field -> its copy's name in `folder`
     moved_to: Path | None = None  # set once renamed under the job's id (inside the job's transaction)
+    unstore: Callable[[], Awaitable[object]] | None = None  # deletes the copies stored in the database, if any
 
     @classmethod
     def copy(cls, data_dir: Path, files: Mapping[str, Path]) -> StagedInputs:
@@ -99,6 +103,11 @@ class StagedInputs:
         for folder in (self.folder, self.moved_to if moved else None):
             if folder is not None:
                 await asyncio.to_thread(remove, folder)
+        if moved and self.unstore is not None:
+            try:
+                await self.unstore()
+            except Exception as e:  # the job was not made; its rows only take room
+                log.warning("the stored copies of a refused job's inputs could not be deleted: %s", e)
 
 
 def _replace_folder(staged: Path, final: Path) -> None:

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from storage.records import JobRecord
-from storage.store import JobStore
+from storage.store import JobFileStore, JobStore
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,12 @@ def outputs_path(data_dir: Path, job_id: int) -> Path:
     return Path(data_dir) / "outputs" / str(job_id)
 
 
+def result_copy_path(data_dir: Path, job_id: int, result: Path) -> Path:
+    """Where this host keeps a job's result: under its own `outputs/<id>/`, in the attempt folder the worker
+    wrote it in (on the worker's host, the recorded path itself; elsewhere, a copy fetched from the store)."""
+    return outputs_path(data_dir, job_id) / result.parent.name / result.name
+
+
 def remove(path: Path) -> None:
     """Delete a file or a folder tree if it is there (blocking: call it in a thread)."""
     try:
@@ -71,14 +77,30 @@ class Swept:
 
 
 class JobFiles:
-    """Deletes a job's files at the moments above; nothing else in the bot deletes them."""
+    """Deletes a job's files at the moments above; nothing else in the bot deletes them.
 
-    def __init__(self, data_dir: Path) -> None:
+    With `shared` (a store whose `shares_files` is set) the copies in the database go too: the inputs
+    when the job ends, the results when retention expires them.
+    """
+
+    def __init__(self, data_dir: Path, shared: JobFileStore | None = None) -> None:
         self.data_dir = Path(data_dir)
+        self.shared = shared if shared is not None and shared.shares_files else None
 
     async def ended(self, job: JobRecord) -> None:
         """The job is done, failed or cancelled: keep its result (and a fitted copy until it is posted) only."""
         await self._tidy(job)
+        # a job that ended with no result may still have one uploaded by an attempt that lost its lease
+        await self._forget(job.id, ("input",) if job.result_paths else ("input", "result"))
+
+    async def _forget(self, job_id: int, roles: tuple[str, ...]) -> None:
+        if self.shared is None:
+            return
+        try:
+            for role in roles:
+                await self.shared.delete_files(job_id, role)
+        except Exception:  # as with the files on disk: never a reason to fail recording the job
+            log.exception("job %s: deleting its stored %s files failed", job_id, "/".join(roles))
 
     async def delivered(self, job: JobRecord) -> None:
         """The result was posted (or can never be): its fitted copies go, the result and /job's marker stay."""
@@ -104,6 +126,8 @@ class JobFiles:
             for job in jobs:
                 # files first, then the record: a crash between the two only makes the next sweep redo it
                 await asyncio.to_thread(remove, outputs_path(self.data_dir, job.id))
+                if self.shared is not None:
+                    await self.shared.delete_files(job.id, "result")
                 await store.mark_results_expired(job.id, now=now)
                 log.info("job %s: result deleted after the retention period", job.id)
             count += len(jobs)
@@ -158,7 +182,8 @@ class JobFiles:
         outputs = outputs_path(self.data_dir, job.id)
         if job.results_expired_at is not None or not job.result_paths:
             return found + ([outputs] if outputs.exists() else [])
-        results = [Path(p) for p in job.result_paths]
+        recorded = [Path(p) for p in job.result_paths]
+        results = recorded + [result_copy_path(self.data_dir, job.id, r) for r in recorded]
         keep = {r.parent for r in results} | set(results) | {r.with_name(r.name + POSTED_SUFFIX) for r in results}
         fitted_prefixes = {(r.parent, r.stem + FIT_MARK) for r in results} if not job.delivered else set()
         for entry in _entries(outputs):

@@ -30,6 +30,7 @@ from bot.queue.disk import DISK_FULL_TEXT, DiskSpace, is_disk_full
 from bot.queue.inputs import StagedInputs, input_files
 from bot.queue.job_files import JobFiles
 from bot.queue.scheduler import FairShare, Planned, Work, plan
+from bot.queue.shared_files import SharedFiles
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
 from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits
@@ -93,7 +94,8 @@ class JobQueue:
         self._runners: list[LocalRunner] = []
         self._live: dict[int, ProgressUpdate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self.files = JobFiles(self.data_dir)
+        self.files = JobFiles(self.data_dir, store.files)
+        self.shared = SharedFiles(store.files, self.data_dir)  # a job's files through the database, if it shares them
         self.disk = DiskSpace(
             self.data_dir, self.config.min_free_disk_bytes, full_pause_s=self.config.disk_full_pause_s
         )
@@ -175,7 +177,9 @@ class JobQueue:
 
         async def prepare(job_id: int) -> JobSpec:
             assert staged is not None
-            return await staged.move_to(self.data_dir / "inputs" / str(job_id), spec)
+            moved = await staged.move_to(self.data_dir / "inputs" / str(job_id), spec)
+            await self.shared.put_inputs(job_id, staged)
+            return moved
 
         limits = SubmitLimits(
             max_queued_per_member=_lower(self.config.max_queued_per_member, max_queued_per_member),
@@ -352,6 +356,9 @@ class JobQueue:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
         return await self.store.undelivered()
 
+    async def result_file(self, job: JobRecord) -> Path | None:
+        return await self.shared.result_file(job)
+
     # -- RunnerQueue ----------------------------------------------------------------------------
 
     def attach(self, runner: LocalRunner) -> None:
@@ -374,7 +381,7 @@ class JobQueue:
                 lease_owner, lease_s=lease_s, now=self.clock(), choose=self.policy.choose, device=device
             )
             if claim is None or not self._poisoned(claim):
-                return claim
+                return claim if claim is None else await self.shared.claimed(claim, self)
             await self._fail_poisoned(claim)  # and look for the next one: the queue moves on
 
     def _poisoned(self, claim: Claim) -> bool:
@@ -430,6 +437,7 @@ class JobQueue:
         error: str | None = None,
         seed: int | None = None,
     ) -> JobRecord | None:
+        await self.shared.put_results(claim.job.id, result_paths)  # stored before a front-end reads the record
         record = await self.store.finish(
             claim,
             state,

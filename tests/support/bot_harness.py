@@ -84,6 +84,7 @@ async def running_bot(
     queue_options: dict[str, Any] | None = None,
     metrics: MetricsConfig | None = None,
     memory_gb: float | None = None,
+    store_url: str | None = None,
 ) -> AsyncIterator[Harness]:
     """The real discord.py bot in this event loop, over a real queue in `config.data_dir`.
 
@@ -91,6 +92,7 @@ async def running_bot(
     `file_check` checks attachments (a test can hold it); `renderer(device, gate)` replaces the fake renderer.
     `queue_options` are more `QueueConfig` fields (retention, the free-disk minimum).
     `metrics` serves the metrics endpoint; `memory_gb` is what admission lets a job use (None: unchecked).
+    `store_url` is the job store (default: a SQLite file in the data directory).
     """
     config = dataclasses.replace(config, max_queued_per_member=max_queued)  # the host's cap, as the bot knows it
     old_base, old_gateway = discord.http.Route.BASE, discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
@@ -112,7 +114,7 @@ async def running_bot(
             **(queue_options or {}),
         ),
         runner=RunnerConfig(preview_interval_s=config.preview_seconds, poll_s=0.1) if run_jobs else None,
-        store_url=config.data_dir / "jobs.sqlite3",
+        store_url=store_url or config.data_dir / "jobs.sqlite3",
         metrics=metrics,
     )
     gate = StepGate(hold_at)
