@@ -31,6 +31,7 @@ from storage.records import (
 )
 from storage.sqlite import guild_settings
 from storage.sqlite.db import connect, immediate
+from storage.sqlite.progress import SqliteProgressBoard
 from storage.sqlite.rows import PLAN_COLUMNS, RECORD_COLUMNS, fetch_all, job_record, plan_row
 from storage.store import AlreadySubmitted, Chooser, LimitReached, NoSuchJob, PrepareSpec
 
@@ -49,6 +50,7 @@ class SqliteJobStore:
     def __init__(self, conn: aiosqlite.Connection, *, usage_window_s: float = 24 * 3600.0) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self.progress = SqliteProgressBoard(conn, self._lock)
         self.usage_window_s = usage_window_s  # how far back fair share counts GPU time
 
     @classmethod
