@@ -153,3 +153,24 @@ class StoredFile:
 
     name: str
     size: int
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ProgressRecord:
+    """A running job's latest progress as its worker published it, for front-ends in other processes.
+
+    `preview_version` grows with each new preview; `preview` is read separately, only when it changed.
+    """
+
+    job_id: int
+    step: int
+    steps: int
+    iteration: int
+    total: int
+    frame: int
+    frames: int
+    loss: float
+    eta_done_s: float | None = None
+    preview_version: int = 0
+    preview: bytes | None = None
+    updated_at: float = 0.0

@@ -20,6 +20,7 @@ from storage.records import (
     LeaseState,
     Owner,
     PlanRow,
+    ProgressRecord,
     QueuedCounts,
     QueueState,
     StoredFile,
@@ -101,12 +102,38 @@ class JobFileStore(Protocol):
         ...
 
 
+class ProgressBoard(Protocol):
+    """Running jobs' progress shared between processes (a worker writes, front-ends read) and cancel requests read
+    by workers, both polled: a row exists only while its job runs (the database deletes it when the job leaves
+    'running'), so a poll reads as many rows as jobs are rendering."""
+
+    async def put(self, record: ProgressRecord, *, now: float) -> None:
+        """Publish a running job's progress (with its preview when `record.preview` is set); a job that is no
+        longer running is left alone."""
+        ...
+
+    async def running(self) -> list[ProgressRecord]:
+        """Every running job's latest progress, without the preview bytes."""
+        ...
+
+    async def preview(self, job_id: int) -> bytes | None: ...
+
+    async def cancel_requested(self, job_ids: Sequence[int]) -> set[int]:
+        """Which of `job_ids` a member asked to cancel."""
+        ...
+
+
 class JobStore(GuildSettingsStore, Protocol):
     """Persistence for jobs, measured speeds and per-server settings. Times are Unix seconds passed in by the caller."""
 
     @property
     def files(self) -> JobFileStore:
         """The jobs' files in the database (used only where `files.shares_files`)."""
+        ...
+
+    @property
+    def progress(self) -> ProgressBoard:
+        """Running jobs' progress and cancel requests, shared between processes."""
         ...
 
     async def close(self) -> None: ...

@@ -12,9 +12,8 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from bot.queue.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_key
 from bot.queue.api import (
@@ -27,8 +26,10 @@ from bot.queue.api import (
     QueueRefused,
 )
 from bot.queue.disk import DISK_FULL_TEXT, DiskSpace, is_disk_full
+from bot.queue.events import EventHub
 from bot.queue.inputs import StagedInputs, input_files
 from bot.queue.job_files import JobFiles
+from bot.queue.progress_relay import ProgressRelay
 from bot.queue.scheduler import FairShare, Planned, Work, plan
 from bot.queue.shared_files import SharedFiles
 from engine.jobs import JobSpec, JobStatus
@@ -57,6 +58,7 @@ class QueueConfig:
     housekeeping_every_s: float = 3600.0  # how often expired results and crash leftovers are looked for
     disk_full_pause_s: float = 60.0  # after a render found the disk full, no job is claimed for this long
     max_attempts: int | None = 3  # a job interrupted this many times (crash, stall) is failed, not rendered again
+    relay_progress_s: float | None = None  # share progress and cancels with other processes this often (None: off)
 
 
 def attempts_text(attempts: int) -> str:
@@ -90,10 +92,17 @@ class JobQueue:
         self.clock = clock
         self.speeds = SpeedBook()
         self._speeds_loaded = False
-        self._subscribers: list[JobEvents] = []
+        self._hub = EventHub()
         self._runners: list[LocalRunner] = []
-        self._live: dict[int, ProgressUpdate] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._live = self._hub.live  # running jobs' latest progress, from this process and (relayed) others
+        self._relay = (
+            None
+            if self.config.relay_progress_s is None
+            else ProgressRelay(
+                store.progress, self._hub, every_s=self.config.relay_progress_s, cancel=self._cancel_here
+            )
+        )
+        self._relaying: asyncio.Task[None] | None = None
         self.files = JobFiles(self.data_dir, store.files)
         self.shared = SharedFiles(store.files, self.data_dir)  # a job's files through the database, if it shares them
         self.disk = DiskSpace(
@@ -108,7 +117,13 @@ class JobQueue:
         queue = cls(store, data_dir, config)
         await queue.load_speeds()
         await queue.start_housekeeping()
+        queue.start_relay()
         return queue
+
+    def start_relay(self) -> None:
+        """With `relay_progress_s`, share progress and cancels with the other processes on the database."""
+        if self._relay is not None and self._relaying is None:
+            self._relaying = asyncio.get_running_loop().create_task(self._relay.run(), name="progress-relay")
 
     async def start_housekeeping(self) -> None:
         """Tidy the data directory now, then every `housekeeping_every_s` until `aclose`."""
@@ -116,11 +131,12 @@ class JobQueue:
         self._housekeeping = asyncio.get_running_loop().create_task(self._housekeep_every())
 
     async def aclose(self) -> None:
-        """Stop the housekeeping, let pending event handlers finish (briefly). The store stays open."""
-        if self._housekeeping is not None:
-            self._housekeeping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._housekeeping
+        """Stop the housekeeping and the relay, let pending event handlers finish (briefly). The store stays open."""
+        for task in (self._housekeeping, self._relaying):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self.flush_events(limit_s=5.0)
 
     async def housekeep(self, *, now: float | None = None) -> None:
@@ -140,8 +156,7 @@ class JobQueue:
 
     async def flush_events(self, limit_s: float | None = None) -> None:
         """Wait until the subscribers' `on_started`/`on_finished` calls made so far have returned."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=limit_s)
+        await self._hub.flush(limit_s)
 
     async def load_speeds(self) -> None:
         """Read the measured speeds the ETAs use (once; `open`, a submit and a plan call it)."""
@@ -336,7 +351,7 @@ class JobQueue:
         return [self._with_live(j) for j in await self.store.recent(user_id, limit, guild_id=guild_id)]
 
     def subscribe(self, events: JobEvents) -> None:
-        self._subscribers.append(events)
+        self._hub.subscribers.append(events)
 
     async def set_status_message(self, job_id: int, message_id: int | None) -> None:
         try:
@@ -389,20 +404,11 @@ class JobQueue:
         return limit is not None and claim.job.interruptions >= limit
 
     async def _fail_poisoned(self, claim: Claim) -> None:
-        job = claim.job
+        job, error = claim.job, attempts_text(claim.job.interruptions)
         log.error(
-            "job %s: interrupted %d times (the process died or the render stalled each time); failing it",
-            job.id,
-            job.interruptions,
+            "job %s: interrupted %d times (process died or render stalled); failing it", job.id, job.interruptions
         )
-        await self.finish(
-            claim,
-            JobStatus.FAILED,
-            gpu_seconds=0.0,
-            step=job.step,
-            frame=job.frame,
-            error=attempts_text(job.interruptions),
-        )
+        await self.finish(claim, JobStatus.FAILED, gpu_seconds=0.0, step=job.step, frame=job.frame, error=error)
 
     async def renew_lease(
         self, claim: Claim, *, lease_s: float, step: int, frame: int, heartbeat_at: float | None
@@ -461,36 +467,24 @@ class JobQueue:
         self.speeds.update(key, await self.store.record_speed(key, seconds_per_step, now=self.clock()))
 
     def publish_started(self, job: JobRecord) -> None:
-        for events in self._subscribers:
-            self._spawn(events.on_started(job), job.id)
+        self._hub.started(job)
 
     def publish_progress(self, update: ProgressUpdate) -> None:
-        """Called on the loop by the runner; remembered for `get`/`snapshot`, passed on to subscribers."""
-        self._live[update.job_id] = update
-        for events in self._subscribers:
-            try:
-                events.on_progress(update)
-            except Exception:
-                log.exception("job %s: a progress subscriber failed", update.job_id)
+        """Called on the loop by the runner; remembered for `get`/`snapshot`, passed on to subscribers (and, with
+        the relay, to the other processes)."""
+        self._hub.progress(update)
+        if self._relay is not None:
+            self._relay.note(update)
 
     def publish_finished(self, job: JobRecord) -> None:
-        self._live.pop(job.id, None)
-        for events in self._subscribers:
-            self._spawn(events.on_finished(job), job.id)
+        self._hub.finished(job)
 
     def forget_live(self, job_id: int) -> None:
-        self._live.pop(job_id, None)
+        self._hub.forget(job_id)
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], job_id: int) -> None:
-        async def guarded() -> None:
-            try:
-                await coro
-            except Exception:
-                log.exception("job %s: an event subscriber failed", job_id)
-
-        task = asyncio.get_running_loop().create_task(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+    def _cancel_here(self, job_id: int) -> None:
+        for runner in self._runners:
+            runner.cancel_running(job_id)
 
 
 def _lower(cap: int | None, other: int | None) -> int | None:

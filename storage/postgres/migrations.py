@@ -120,6 +120,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 7: live progress across processes: a worker's latest progress per running job, read by front-ends;
+    # the row goes when its job stops running (finished, given back), so a stale write cannot outlive it
+    (
+        """
+        CREATE TABLE job_progress (
+            job_id BIGINT PRIMARY KEY,
+            step INTEGER NOT NULL,
+            steps INTEGER NOT NULL,
+            iteration INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            frame INTEGER NOT NULL,
+            frames INTEGER NOT NULL,
+            loss DOUBLE PRECISION NOT NULL,
+            eta_done_s DOUBLE PRECISION,
+            preview_version INTEGER NOT NULL DEFAULT 0,
+            preview BYTEA,
+            updated_at DOUBLE PRECISION NOT NULL
+        )
+        """,
+        """
+        CREATE FUNCTION job_progress_ends() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            DELETE FROM job_progress WHERE job_id = NEW.id;
+            RETURN NULL;
+        END
+        $$
+        """,
+        """
+        CREATE TRIGGER job_progress_ends AFTER UPDATE OF state ON jobs
+        FOR EACH ROW WHEN (NEW.state <> 'running') EXECUTE FUNCTION job_progress_ends()
+        """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)

@@ -20,6 +20,7 @@ from engine.jobs import JobSpec, JobStatus, spec_to_json
 from storage.postgres import guild_settings
 from storage.postgres.db import CLAIM_LOCK, POOL_SIZE, changed, connection, create_pool, transaction
 from storage.postgres.files import PostgresJobFiles
+from storage.postgres.progress import PostgresProgressBoard
 from storage.postgres.queue_reads import guild_usage, member_usage, queue_state
 from storage.postgres.rows import PLAN_COLUMNS, PLAN_FROM, RECORD_COLUMNS, plan_rows, records
 from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits, job_steps
@@ -58,6 +59,7 @@ class PostgresJobStore:
     def __init__(self, pool: asyncpg.Pool, *, usage_window_s: float = 24 * 3600.0) -> None:
         self._pool = pool
         self.files = PostgresJobFiles(pool)  # a job's inputs and results, for workers on other hosts
+        self.progress = PostgresProgressBoard(pool)
         self.usage_window_s = usage_window_s  # how far back fair share counts GPU time
 
     @classmethod

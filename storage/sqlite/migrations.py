@@ -118,6 +118,32 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )
         """,
     ),
+    # 7: live progress across processes: a worker's latest progress per running job, read by front-ends;
+    # the row goes when its job stops running (finished, given back), so a stale write cannot outlive it
+    (
+        """
+        CREATE TABLE job_progress (
+            job_id INTEGER PRIMARY KEY,
+            step INTEGER NOT NULL,
+            steps INTEGER NOT NULL,
+            iteration INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            frame INTEGER NOT NULL,
+            frames INTEGER NOT NULL,
+            loss REAL NOT NULL,
+            eta_done_s REAL,
+            preview_version INTEGER NOT NULL DEFAULT 0,
+            preview BLOB,
+            updated_at REAL NOT NULL
+        )
+        """,
+        """
+        CREATE TRIGGER job_progress_ends AFTER UPDATE OF state ON jobs WHEN NEW.state != 'running'
+        BEGIN
+            DELETE FROM job_progress WHERE job_id = NEW.id;
+        END
+        """,
+    ),
 )
 
 LATEST = len(MIGRATIONS)

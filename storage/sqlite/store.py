@@ -32,6 +32,7 @@ from storage.records import (
 from storage.sqlite import guild_settings
 from storage.sqlite.db import connect, immediate
 from storage.sqlite.files import SqliteJobFiles
+from storage.sqlite.progress import SqliteProgressBoard
 from storage.sqlite.rows import PLAN_COLUMNS, RECORD_COLUMNS, fetch_all, job_record, plan_row
 from storage.store import AlreadySubmitted, Chooser, LimitReached, NoSuchJob, PrepareSpec
 
@@ -51,6 +52,7 @@ class SqliteJobStore:
         self._conn = conn
         self._lock = asyncio.Lock()
         self.files = SqliteJobFiles(conn, self._lock)  # the contract's; the single-host bot keeps files on disk
+        self.progress = SqliteProgressBoard(conn, self._lock)
         self.usage_window_s = usage_window_s  # how far back fair share counts GPU time
 
     @classmethod

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -10,19 +10,6 @@ import pytest
 from storage.store import JobStore
 from tests.support import postgres
 from tests.support.stores import Stores, postgres_stores, sqlite_stores
-
-
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A fresh migrated database for this session (dropped at its end); skips or fails when there is no server."""
-    try:
-        name = postgres.run_sync(postgres.migrated_database())
-    except Exception as e:  # refused, timed out, no such role, asyncpg missing: any of them means no server to test on
-        postgres.unavailable(f"{type(e).__name__}: {e}")
-    try:
-        yield postgres.database_url(name)
-    finally:
-        postgres.run_sync(postgres.drop_database(name))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 
 ADMIN_URL = os.environ.get("VQBOT_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
-TABLES = "jobs, speeds, guild_settings, workers, job_files"
+TABLES = "jobs, speeds, guild_settings, workers, job_files, job_progress"
 
 T = TypeVar("T")
 
