@@ -13,7 +13,17 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from engine.jobs import JobSpec, JobStatus
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, QueueState, SubmitLimits
+from storage.records import (
+    Claim,
+    JobRecord,
+    LeaseState,
+    Owner,
+    PlanRow,
+    QueuedCounts,
+    QueueState,
+    SubmitLimits,
+    WorkerRecord,
+)
 
 Chooser = Callable[[QueueState], int | None]  # picks a queued job id, or None to leave them all waiting
 PrepareSpec = Callable[[int], Awaitable[JobSpec]]  # given the new id, the spec to store (inputs copied)
@@ -141,3 +151,11 @@ class JobStore(GuildSettingsStore, Protocol):
     async def speeds(self) -> dict[str, float]: ...
 
     async def record_speed(self, key: str, seconds_per_step: float, *, now: float, alpha: float = 0.3) -> float: ...
+
+    async def upsert_worker(self, worker: WorkerRecord) -> None:
+        """Insert or refresh a render worker's row (host, devices, start, heartbeat): at its start and every beat."""
+        ...
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker that ever beat, by id; alive or not is the caller's comparison of `heartbeat_at`."""
+        ...
