@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.jobs import Artifact, JobSpec, JobStatus, ProgressCallback
-from storage.records import Claim, JobRecord, LeaseState, Owner, QueuedCounts
+from storage.records import Claim, JobRecord, LeaseState, Owner, QueuedCounts, WorkerRecord
 
 
 class Renderer(Protocol):
@@ -144,6 +144,10 @@ class RenderQueue(Protocol):
 
     async def undelivered(self) -> list[JobRecord]:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
+        ...
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every render worker's heartbeat row, alive or not (/queue counts the live ones)."""
         ...
 
 

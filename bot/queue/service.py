@@ -32,7 +32,7 @@ from bot.queue.job_files import JobFiles
 from bot.queue.scheduler import FairShare, Planned, Work, plan
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits
+from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits, WorkerRecord
 from storage.store import AlreadySubmitted, JobStore, LimitReached, NoSuchJob
 
 log = logging.getLogger(__name__)
@@ -351,6 +351,9 @@ class JobQueue:
     async def undelivered(self) -> list[JobRecord]:
         """Finished jobs whose result has not been posted yet (delivered again after a restart)."""
         return await self.store.undelivered()
+
+    async def workers(self) -> list[WorkerRecord]:
+        return await self.store.workers()
 
     # -- RunnerQueue ----------------------------------------------------------------------------
 
