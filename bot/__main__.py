@@ -77,13 +77,17 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
 
 def service_config(settings: Settings, *, force_sync: bool = False, worker_id: str | None = None) -> ServiceConfig:
     """What `build_services` needs, from the settings: the jobs database is BOT_DATABASE_URL, else
-    `BOT_DATA_DIR/jobs.sqlite3`; ENGINE_DEVICE=none: no runner and no memory limit on admission.
+    `BOT_DATA_DIR/jobs.sqlite3`; ENGINE_DEVICE=none: no runner, and a memory limit on admission only from
+    ENGINE_MEMORY_GB.
 
     `worker_id` is the process slot's (`hold_worker_slot`) when `BOT_WORKER_ID` does not name one.
     """
     renders = settings.renders
     devices = (settings.engine_device or (default_device(),)) if renders else FRONT_END_DEVICES
-    memory_gb, memory_of = device_memory(devices, settings.engine_memory_gb) if renders else (None, "the device")
+    # a front-end measures nothing: its limit is ENGINE_MEMORY_GB when set (the workers' smallest device)
+    memory_gb, memory_of = (
+        device_memory(devices, settings.engine_memory_gb) if renders else (settings.engine_memory_gb, "a worker")
+    )
     if memory_gb is not None:
         warn_if_default_too_big(settings, memory_gb)
     limits = AdmissionLimits(
