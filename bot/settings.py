@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
         """What logs must never show: the token and the database password."""
         found = [self.discord_token.get_secret_value()] if self.discord_token is not None else []
         if self.bot_database_url is not None and (password := urlsplit(self.bot_database_url).password):
-            found.append(password)
+            found += {password, unquote(password)}  # as written in the URL, and as the driver may quote it
         return tuple(found)
 
 

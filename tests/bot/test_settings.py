@@ -96,6 +96,10 @@ def test_the_database_is_the_data_dirs_sqlite_file_unless_a_postgresql_url_is_gi
     assert shared.database_for_log == "PostgreSQL postgresql://vq:***@db.lan:5433/vqbot"
     assert "s3cret" not in repr(shared)
     assert "s3cret" in shared.secrets()  # the log filter hides it
+    monkeypatch.setenv("BOT_DATABASE_URL", "postgresql://vq:p%40ss@db.lan/vqbot")
+    quoted = load_settings(discord_token="t", _env_file=None)
+    assert {"p%40ss", "p@ss"} <= set(quoted.secrets())
+    assert quoted.database_for_log == "PostgreSQL postgresql://vq:***@db.lan/vqbot"
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/db", "db.lan:5432/vqbot", "sqlite:///jobs.sqlite3"])
