@@ -247,7 +247,7 @@ def _exit_status(runner: JobRunner | None) -> int | None:
     if status is not None and runner is not None and runner.exit_requested.is_set():
         log.error("exiting with status %d for the supervisor to restart the process", status)
         return status
-    log.info("shutting down: draining the runner")
+    log.info("shutting down%s", ": draining the runner" if runner is not None else "")
     return None
 
 
