@@ -1,7 +1,10 @@
-"""`python -m bot`: the composition root. Settings → logging → `build_services` → run until SIGTERM.
+"""`python -m bot` and `python -m bot worker`: the composition root. Settings → logging → the parts → run until
+SIGTERM.
 
-The only bot module that imports the engine's renderer (and so torch); `main(make_renderer=...)`
-replaces it (the end-to-end tests hold renders with that seam).
+`python -m bot` is the Discord bot: it renders on ENGINE_DEVICE too, unless that is `none` (a front-end only).
+`python -m bot worker` renders from the shared database without a Discord connection. The only bot module
+that imports the engine's renderer (and so torch); `main(make_renderer=...)` replaces it (the end-to-end
+tests hold renders with that seam).
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -24,14 +28,20 @@ from bot.metrics_server import MetricsConfig
 from bot.queue.admission import AdmissionLimits, estimate_memory_gb
 from bot.queue.api import Renderer
 from bot.queue.device_health import EXIT_STUCK_THREAD
+from bot.queue.runner import JobRunner
 from bot.queue.runs import RunnerConfig
 from bot.queue.service import QueueConfig
+from bot.queue.worker_beat import WorkerBeat
 from bot.queue.worker_slot import hold_worker_slot
-from bot.services import ServiceConfig, build_services
+from bot.services import ServiceConfig, build_services, open_queue
 from bot.settings import Settings, load_settings
 from engine.jobs import JobSpec
 
 log = logging.getLogger("bot")
+
+RESULT_POLL_S = 3.0  # how often a front-end looks for results that workers in other processes finished
+RELAY_S = 1.0  # how often progress and cancels are exchanged with other processes through the database
+FRONT_END_DEVICES = ("cuda:0",)  # what a front-end's ETAs assume the workers are until their speeds are measured
 
 RendererFromSettings = Callable[
     [str, Settings], Renderer
@@ -67,12 +77,18 @@ def bot_config(settings: Settings, *, force_sync: bool = False) -> BotConfig:
 
 
 def service_config(settings: Settings, *, force_sync: bool = False, worker_id: str | None = None) -> ServiceConfig:
-    """What `build_services` needs, from the settings: the jobs database is `BOT_DATA_DIR/jobs.sqlite3`.
+    """What `build_services` needs, from the settings: the jobs database is BOT_DATABASE_URL, else
+    `BOT_DATA_DIR/jobs.sqlite3`; ENGINE_DEVICE=none: no runner, and a memory limit on admission only from
+    ENGINE_MEMORY_GB.
 
     `worker_id` is the process slot's (`hold_worker_slot`) when `BOT_WORKER_ID` does not name one.
     """
-    devices = settings.engine_device or (default_device(),)
-    memory_gb, memory_of = device_memory(devices, settings.engine_memory_gb)
+    renders = settings.renders
+    devices = (settings.engine_device or (default_device(),)) if renders else FRONT_END_DEVICES
+    # a front-end measures nothing: its limit is ENGINE_MEMORY_GB when set (the workers' smallest device)
+    memory_gb, memory_of = (
+        device_memory(devices, settings.engine_memory_gb) if renders else (settings.engine_memory_gb, "a worker")
+    )
     if memory_gb is not None:
         warn_if_default_too_big(settings, memory_gb)
     limits = AdmissionLimits(
@@ -91,19 +107,28 @@ def service_config(settings: Settings, *, force_sync: bool = False, worker_id: s
         min_free_disk_bytes=settings.bot_min_free_disk_mb * 2**20,
         keep_results_s=settings.bot_keep_results_days * 86400 if settings.bot_keep_results_days else None,
         max_attempts=settings.bot_max_attempts,
+        # progress and cancels cross processes when another one may render or show this one's jobs
+        relay_progress_s=RELAY_S if not renders or settings.bot_database_url else None,
     )
     runner = RunnerConfig(
         worker_id=settings.bot_worker_id or worker_id,
+        lease_s=settings.bot_lease_seconds,
         preview_interval_s=settings.bot_preview_seconds,
         device_failure_limit=settings.bot_device_failure_limit,
         stall_s=settings.bot_stall_seconds,
         stall_grace_s=min(30.0, settings.bot_stall_seconds),
     )
+    bot = dataclasses.replace(
+        bot_config(settings, force_sync=force_sync),
+        # another process may render: a front-end only, or any process on a shared database
+        result_poll_seconds=RESULT_POLL_S if not renders or settings.bot_database_url else None,
+        lease_s=settings.bot_lease_seconds,
+    )
     return ServiceConfig(
-        bot=bot_config(settings, force_sync=force_sync),
+        bot=bot,
         queue=queue,
-        runner=runner,
-        store_url=settings.bot_data_dir / "jobs.sqlite3",
+        runner=runner if renders else None,
+        store_url=settings.store_url,
         metrics=None
         if settings.bot_metrics_port is None
         else MetricsConfig(port=settings.bot_metrics_port, host=settings.bot_metrics_host),
@@ -169,6 +194,25 @@ def default_device() -> str:
     return "cuda:0" if torch.cuda.is_available() else "cpu"
 
 
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _torch_threads(settings: Settings) -> None:
+    if settings.engine_threads and settings.renders:
+        import torch
+
+        torch.set_num_threads(settings.engine_threads)
+
+
+def _log_start(what: str, settings: Settings, config: ServiceConfig) -> None:
+    devices = ", ".join(config.queue.devices) if config.runner is not None else "none (no rendering here)"
+    worker = config.runner.worker_id if config.runner is not None else None
+    log.info("%s: database %s; devices %s; worker id %s", what, settings.database_for_log, devices, worker or "none")
+
+
 async def run(
     settings: Settings, *, force_sync: bool = False, make_renderer: RendererFromSettings | None = None
 ) -> int:
@@ -176,17 +220,14 @@ async def run(
     drain the runner and close."""
     point_at(settings.discord_api_base, settings.discord_gateway_url)
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    if settings.engine_threads:
-        import torch
-
-        torch.set_num_threads(settings.engine_threads)
+    _on_signals(stop)
+    _torch_threads(settings)
     build = make_renderer or engine_renderer
     settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
     slot = hold_worker_slot(settings.bot_data_dir)  # held until the process ends
     config = service_config(settings, force_sync=force_sync, worker_id=slot.worker_id)
+    _log_start("bot", settings, config)
+    assert settings.discord_token is not None  # load_settings requires it for the front-end
     async with build_services(config, lambda device: build(device, settings)) as services:
         async with services.bot as bot:
             client = asyncio.create_task(bot.start(settings.discord_token.get_secret_value()), name="discord")
@@ -196,16 +237,55 @@ async def run(
             await asyncio.wait({client, *waiters}, return_when=asyncio.FIRST_COMPLETED)
             for waiter in waiters:
                 waiter.cancel()
-            status = services.runner.exit_status if services.runner is not None else None
-            if status is not None and services.runner is not None and services.runner.exit_requested.is_set():
-                log.error("exiting with status %d for the supervisor to restart the bot", status)
-            else:
-                status = None
-                log.info("shutting down: draining the runner")
+            status = _exit_status(services.runner)
             await services.stop()
         with contextlib.suppress(asyncio.CancelledError):
             if client.done():
                 client.result()  # surfaces LoginFailure and the like
+    return status or 0
+
+
+def _exit_status(runner: JobRunner | None) -> int | None:
+    """The runner's exit status when it asked for one (a device failed, a stuck thread), else None; logged."""
+    status = runner.exit_status if runner is not None else None
+    if status is not None and runner is not None and runner.exit_requested.is_set():
+        log.error("exiting with status %d for the supervisor to restart the process", status)
+        return status
+    log.info("shutting down%s", ": draining the runner" if runner is not None else "")
+    return None
+
+
+async def run_worker(settings: Settings, *, make_renderer: RendererFromSettings | None = None) -> int:
+    """`python -m bot worker`: render from the shared database with no Discord connection until SIGTERM/SIGINT
+    (0) or until the runner asks for a restart (its exit status); the running jobs are drained back first.
+
+    Results are left "done, undelivered" in the database; the front-end (`python -m bot`) posts them."""
+    stop = asyncio.Event()
+    _on_signals(stop)
+    _torch_threads(settings)
+    build = make_renderer or engine_renderer
+    settings.bot_data_dir.mkdir(parents=True, exist_ok=True)
+    slot = hold_worker_slot(settings.bot_data_dir)  # held until the process ends
+    config = service_config(settings, worker_id=slot.worker_id)
+    assert config.runner is not None  # load_settings(worker=True) refused ENGINE_DEVICE=none
+    _log_start("worker", settings, config)
+    async with open_queue(config.store_url, config.data_dir, config.queue) as queue:
+        runner = JobRunner(
+            queue, lambda device: build(device, settings), config.queue.devices, config.data_dir, config.runner
+        )
+        beat = WorkerBeat(queue.store, runner.worker_id, runner.devices, lease_s=runner.lease_s)
+        try:
+            await runner.start()
+            await beat.start()
+            waiters = [asyncio.create_task(w.wait()) for w in (stop, runner.exit_requested)]
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters:
+                waiter.cancel()
+            status = _exit_status(runner)
+        finally:
+            await runner.drain()
+            await beat.stop()
+            await queue.flush_events(limit_s=5.0)
     return status or 0
 
 
@@ -214,17 +294,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sync", action="store_true", help="sync global slash commands even if they did not change since the last sync"
     )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        choices=("worker",),
+        help="worker: a render worker on the shared database (BOT_DATABASE_URL), without Discord",
+    )
     return parser.parse_args(argv)
 
 
 def main(make_renderer: RendererFromSettings | None = None) -> None:
-    """`python -m bot`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
+    """`python -m bot [worker]`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
     args = parse_args()
-    settings = load_settings()
-    token = settings.discord_token.get_secret_value()
-    setup_logging(settings.bot_log_level, secrets=(token,), fmt=settings.bot_log_format)
+    worker = args.command == "worker"
+    settings = load_settings(worker=worker)
+    setup_logging(settings.bot_log_level, secrets=settings.secrets(), fmt=settings.bot_log_format)
     try:
-        status = asyncio.run(run(settings, force_sync=args.sync, make_renderer=make_renderer))
+        if worker:
+            status = asyncio.run(run_worker(settings, make_renderer=make_renderer))
+        else:
+            status = asyncio.run(run(settings, force_sync=args.sync, make_renderer=make_renderer))
     except Exception as e:
         import discord
 

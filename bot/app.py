@@ -119,6 +119,7 @@ class VQBot(commands.Bot):
         self._on_setup = on_setup
         self._recovery: asyncio.Task[None] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._poller: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
         self.config.downloads_dir.mkdir(parents=True, exist_ok=True)
@@ -141,6 +142,11 @@ class VQBot(commands.Bot):
             await self._on_setup()
         self._recovery = asyncio.create_task(self._recover(), name="recovery")
         self._refresher = asyncio.create_task(self.publisher.status.refresh_queued(self.config.queue_refresh_seconds))
+        if self.config.result_poll_seconds is not None:
+            poll = self.publisher.poll_results(
+                self.config.result_poll_seconds, local_worker=self.config.local_worker_id
+            )
+            self._poller = asyncio.create_task(poll, name="results-poll")
 
     async def sync_commands(self, *, force: bool = False) -> str:
         """Sync to the configured guild (always: instant, cheap), or globally when the commands changed or `force`.
@@ -190,7 +196,7 @@ class VQBot(commands.Bot):
             await reply_error(interaction, e)
 
     async def close(self) -> None:
-        for task in (self._recovery, self._refresher):
+        for task in (self._recovery, self._refresher, self._poller):
             if task is not None:
                 task.cancel()
         await self.publisher.close()

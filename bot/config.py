@@ -36,6 +36,9 @@ class BotConfig:
     preview_seconds: float = 4.0
     channel_seconds: float = 1.0
     queue_refresh_seconds: float = 45.0  # queued jobs' positions, at most this often
+    result_poll_seconds: float | None = None  # look for results other processes' workers finished; None: never
+    local_worker_id: str | None = None  # this process's own runner, whose results come through its events
+    lease_s: float = 30.0  # the workers' lease: /queue counts a worker alive while it beat within 3 of them
     force_sync: bool = False  # `python -m bot --sync`: sync global commands even when unchanged
     file_check_workers: int = 2  # member files probed or decoded at once, in their own pool
     file_check_seconds: float = 120.0  # the longest one probe or decode may take

@@ -21,6 +21,7 @@ from bot.metrics_server import MetricsConfig, MetricsServer
 from bot.queue.runner import JobRunner, RendererFactory
 from bot.queue.runs import RunnerConfig
 from bot.queue.service import JobQueue, QueueConfig
+from bot.queue.worker_beat import WorkerBeat
 from storage.factory import open_store
 from storage.store import JobStore
 
@@ -32,7 +33,7 @@ class ServiceConfig:
     bot: BotConfig
     queue: QueueConfig
     runner: RunnerConfig | None
-    store_url: str | Path  # `storage.factory.open_store`'s URL: a SQLite file's path for now
+    store_url: str | Path  # `storage.factory.open_store`'s URL: a SQLite file's path or a postgresql:// URL
     metrics: MetricsConfig | None = None  # None: no metrics endpoint, no port opened
 
     @property
@@ -50,12 +51,23 @@ class Services:
     runner: JobRunner | None
     bot: VQBot
     metrics: MetricsServer | None = None
+    beat: WorkerBeat | None = None  # the runner's row in `workers`
+
+    async def start_runner(self) -> None:
+        """The bot's setup hook: the runner's renderers, its first heartbeat, then claims."""
+        if self.runner is None:
+            return
+        await self.runner.start()
+        if self.beat is not None:
+            await self.beat.start()
 
     async def stop(self) -> None:
         """Drain the runner (running jobs checkpoint and go back to the queue), finish the events under way, close
         the bot and the metrics endpoint. Safe to call more than once."""
         if self.runner is not None:
             await self.runner.drain()
+        if self.beat is not None:
+            await self.beat.stop()
         await self.queue.flush_events(limit_s=5.0)  # status edits and results already under way
         await self.bot.close()
         if self.metrics is not None:
@@ -100,23 +112,22 @@ async def build_services(
     """
     config.data_dir.mkdir(parents=True, exist_ok=True)
     async with open_queue(config.store_url, config.data_dir, config.queue) as queue:
-        runner = None
+        runner, beat = None, None
         if config.runner is not None:
             runner = JobRunner(queue, make_renderer, config.queue.devices, config.data_dir, config.runner)
-        bot = VQBot(
-            config.bot,
-            queue,
-            queue.store,
-            on_setup=runner.start if runner is not None else None,
-            file_check=file_check,
-            **bot_options,
-        )
+            beat = WorkerBeat(queue.store, runner.worker_id, runner.devices, lease_s=runner.lease_s)
+        bot_config = dataclasses.replace(config.bot, local_worker_id=runner.worker_id if runner is not None else None)
+
+        async def setup() -> None:  # the bot's setup hook: `services` is bound by the time it runs
+            await services.start_runner()
+
+        bot = VQBot(bot_config, queue, queue.store, on_setup=setup, file_check=file_check, **bot_options)
         server = None
         if config.metrics is not None:
             metrics = BotMetrics(queue.store, config.data_dir)
             queue.subscribe(metrics)
             server = MetricsServer(metrics, config.metrics)
-        services = Services(queue.store, queue, runner, bot, server)
+        services = Services(queue.store, queue, runner, bot, server, beat)
         if server is not None:
             server.metrics.health = services.health
             await server.start()  # before the gateway connects: /healthz says 503 until it has

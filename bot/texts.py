@@ -175,6 +175,10 @@ def job_text(
     if entry is not None and not job.finished:
         where = "running" if entry.position == 0 else f"position {entry.position}"
         lines.append(f"{where} · progress {progress_bar(job.step, job.steps)} · done {eta(entry.eta_done_s, now)}")
+    if job.worker_id is not None:
+        verb = {JobStatus.RUNNING: "Rendering", JobStatus.QUEUED: "Last rendered"}.get(job.state, "Rendered")
+        on = f" ({job.device})" if job.device else ""
+        lines.append(f"{verb} on worker `{job.worker_id}`{on}")
     if job.error:
         lines.append(f"Error: {truncate(without_paths(job.error), 300)}")
     if job.result_paths and job.results_expired_at is not None:
@@ -195,9 +199,20 @@ def job_text(
     return truncate("\n".join(lines), CONTENT_LIMIT)
 
 
-def queue_text(entries: list[QueueEntry], *, guild_id: int | None, member: int, now: float) -> str:
+def queue_text(
+    entries: list[QueueEntry], *, guild_id: int | None, member: int, now: float, workers: tuple[int, int] | None = None
+) -> str:
     """What /queue shows in one server: its own jobs with their places among every server's, and only the
-    number of the other servers' jobs (never their prompts or owners)."""
+    number of the other servers' jobs (never their prompts or owners); `workers` (alive, known) when several
+    render workers share the queue."""
+    text = _queue_lines(entries, guild_id=guild_id, member=member, now=now)
+    if workers is not None:
+        alive, known = workers
+        text = f"{alive} of {known} render workers are up.\n{text}"
+    return truncate(text, CONTENT_LIMIT)
+
+
+def _queue_lines(entries: list[QueueEntry], *, guild_id: int | None, member: int, now: float) -> str:
     ours = [e for e in entries if e.job.owner.guild_id == guild_id]
     others = len(entries) - len(ours)
     elsewhere = f" (and {others} from other servers, counted in the places and times below)" if others else ""

@@ -54,6 +54,7 @@ class JobRecord:
     checkpoint_frame: int | None = None
     interruptions: int = 0  # renders cut short by a process that died or a lease that lapsed (not clean stops)
     results_expired_at: float | None = None  # when retention deleted the result files
+    worker_id: str | None = None  # the worker (process) that rendered it last: its lease owner's part before "/"
 
     @property
     def finished(self) -> bool:
@@ -174,3 +175,19 @@ class ProgressRecord:
     preview_version: int = 0
     preview: bytes | None = None
     updated_at: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class WorkerRecord:
+    """One render worker's row: where it runs, on which devices, since when, and its last heartbeat."""
+
+    worker_id: str
+    host: str
+    devices: tuple[str, ...]
+    started_at: float
+    heartbeat_at: float
+
+
+def worker_of(lease_owner: str) -> str:
+    """The worker id part of a lease owner "<worker id>/<device>"."""
+    return lease_owner.rsplit("/", 1)[0] if "/" in lease_owner else lease_owner

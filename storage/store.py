@@ -25,6 +25,7 @@ from storage.records import (
     QueueState,
     StoredFile,
     SubmitLimits,
+    WorkerRecord,
 )
 
 Chooser = Callable[[QueueState], int | None]  # picks a queued job id, or None to leave them all waiting
@@ -219,3 +220,11 @@ class JobStore(GuildSettingsStore, Protocol):
     async def speeds(self) -> dict[str, float]: ...
 
     async def record_speed(self, key: str, seconds_per_step: float, *, now: float, alpha: float = 0.3) -> float: ...
+
+    async def upsert_worker(self, worker: WorkerRecord) -> None:
+        """Insert or refresh a render worker's row (host, devices, start, heartbeat): at its start and every beat."""
+        ...
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker that ever beat, by id; alive or not is the caller's comparison of `heartbeat_at`."""
+        ...

@@ -24,8 +24,9 @@ from bot.config import BotConfig
 from bot.delivery.fitting import fitted_info
 from bot.errors import UserError
 from bot.queue.api import JobNotFound, QueueEntry, RenderQueue
+from bot.queue.worker_beat import alive
 from bot.server_settings import ServerSettings
-from storage.records import JobRecord
+from storage.records import JobRecord, WorkerRecord
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,14 @@ class ManageCog(commands.Cog):
     @app_commands.command(name="queue", description="Show the render queue and where your jobs are")
     @app_commands.guild_only()
     async def queue(self, interaction: Interaction) -> None:
-        entries = await self._in_time(interaction, self.render_queue.snapshot())
-        text = texts.queue_text(entries, guild_id=interaction.guild_id, member=interaction.user.id, now=time.time())
+        entries, workers = await self._in_time(interaction, self._queue_and_workers())
+        now = time.time()
+        up = (len(alive(workers, now=now, lease_s=self.config.lease_s)), len(workers)) if len(workers) > 1 else None
+        text = texts.queue_text(entries, guild_id=interaction.guild_id, member=interaction.user.id, now=now, workers=up)
         await acks.answer(interaction, text)
+
+    async def _queue_and_workers(self) -> tuple[list[QueueEntry], list[WorkerRecord]]:
+        return await self.render_queue.snapshot(), await self.render_queue.workers()
 
     @app_commands.command(name="cancel", description="Cancel your job (your latest by default)")
     @app_commands.describe(job="Job id; moderators may cancel anyone's")

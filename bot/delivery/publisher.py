@@ -4,6 +4,7 @@ left undelivered."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -75,6 +76,25 @@ class DiscordPublisher:
                 await self.results.deliver(job)
             except Exception:
                 log.exception("recovery: job %s's result was not posted; it is posted at the next start", job.id)
+
+    async def poll_results(self, every_s: float, *, local_worker: str | None = None) -> None:
+        """Post, every `every_s`, the results that render workers in other processes finished (this process hears
+        of its own runner's, `local_worker`, through the queue's events). A job is posted once: each goes through
+        `on_finished` at most once here, and jobs this process already tried are left alone."""
+        while True:
+            await asyncio.sleep(every_s)
+            try:
+                pending = await self._queue.undelivered()
+            except Exception:
+                log.exception("polling for finished results failed; trying again")
+                continue
+            for job in pending:
+                if self.results.tried(job.id) or (local_worker is not None and job.worker_id == local_worker):
+                    continue
+                try:
+                    await self.on_finished(job)
+                except Exception:
+                    log.exception("job %s's result was not posted; it is posted at the next start", job.id)
 
     async def settled(self, limit_s: float | None = None) -> None:
         """Wait until the result retries and job adoptions under way have ended; the pacers go on."""

@@ -102,18 +102,25 @@ class ResultPoster:
         self._retry_delays, self._max_wait_s = retry_delays, rate_limit_max_wait_s
         self._status_message_of, self._on_delivered = status_message_of, on_delivered
         self._delivering: set[int] = set()
+        self._tried: set[int] = set()  # every job `deliver` was called for: the results poll leaves these alone
         self._tasks: set[asyncio.Task[None]] = set()
 
+    def tried(self, job_id: int) -> bool:
+        """This process already posted the job's result, or tried to (a failure waits for the next start)."""
+        return job_id in self._tried
+
     async def deliver(self, job: JobRecord) -> None:
-        """Post a finished job's result (or failure) unless it was posted already or is being posted now.
+        """Post a finished job's result (or failure) unless it was posted already or this process tried already.
 
         Discord trouble (5xx, network errors) is retried in the background with backoff (`retry_delays`);
         if it still fails the row stays "done, undelivered" and the next start posts it. A rate limit
         is waited out and retried without counting against those retries.
         """
-        if job.result_message_id is not None or job.id in self._delivering or job.owner.channel_id is None:
+        # once per job and process: a record read before another path posted it would post it twice
+        if job.result_message_id is not None or job.id in self._tried or job.owner.channel_id is None:
             return
         self._delivering.add(job.id)
+        self._tried.add(job.id)
         again: _TryAgain | None = None
         try:
             again = await self._try_deliver(job)

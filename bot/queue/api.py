@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from engine.jobs import Artifact, JobSpec, JobStatus, ProgressCallback
-from storage.records import Claim, JobRecord, LeaseState, Owner, QueuedCounts
+from storage.records import Claim, JobRecord, LeaseState, Owner, QueuedCounts, WorkerRecord
 
 
 class Renderer(Protocol):
@@ -149,6 +149,10 @@ class RenderQueue(Protocol):
     async def result_file(self, job: JobRecord) -> Path | None:
         """The job's first result as a file on this host, fetched from the database when another host rendered
         it; None when it has no result. The path may not exist (the file is missing, or expired)."""
+        ...
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every render worker's heartbeat row, alive or not (/queue counts the live ones)."""
         ...
 
 

@@ -34,7 +34,7 @@ from bot.queue.scheduler import FairShare, Planned, Work, plan
 from bot.queue.shared_files import SharedFiles
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import count_tokens
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits
+from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits, WorkerRecord
 from storage.store import AlreadySubmitted, JobStore, LimitReached, NoSuchJob
 
 log = logging.getLogger(__name__)
@@ -373,6 +373,9 @@ class JobQueue:
 
     async def result_file(self, job: JobRecord) -> Path | None:
         return await self.shared.result_file(job)
+
+    async def workers(self) -> list[WorkerRecord]:
+        return await self.store.workers()
 
     # -- RunnerQueue ----------------------------------------------------------------------------
 

@@ -17,13 +17,24 @@ from typing import Any
 import asyncpg
 
 from engine.jobs import JobSpec, JobStatus, spec_to_json
-from storage.postgres import guild_settings
+from storage.postgres import guild_settings, workers as worker_rows
 from storage.postgres.db import CLAIM_LOCK, POOL_SIZE, changed, connection, create_pool, transaction
 from storage.postgres.files import PostgresJobFiles
 from storage.postgres.progress import PostgresProgressBoard
 from storage.postgres.queue_reads import guild_usage, member_usage, queue_state
 from storage.postgres.rows import PLAN_COLUMNS, PLAN_FROM, RECORD_COLUMNS, plan_rows, records
-from storage.records import Claim, JobRecord, LeaseState, Owner, PlanRow, QueuedCounts, SubmitLimits, job_steps
+from storage.records import (
+    Claim,
+    JobRecord,
+    LeaseState,
+    Owner,
+    PlanRow,
+    QueuedCounts,
+    SubmitLimits,
+    WorkerRecord,
+    job_steps,
+    worker_of,
+)
 from storage.store import AlreadySubmitted, Chooser, LimitReached, NoSuchJob, PrepareSpec
 
 log = logging.getLogger(__name__)
@@ -288,13 +299,14 @@ class PostgresJobStore:
             row = await conn.fetchrow(
                 "UPDATE jobs SET lease_owner = $1, lease_until = $2, attempt = attempt + 1, "
                 "interruptions = interruptions + CASE WHEN state = 'running' THEN 1 ELSE 0 END, state = 'running', "
-                "heartbeat_at = $3, run_started_at = $3, started_at = COALESCE(started_at, $3), device = $4 "
+                "heartbeat_at = $3, run_started_at = $3, started_at = COALESCE(started_at, $3), device = $4, worker_id = $6 "
                 "WHERE id = $5 AND (state = 'queued' OR (state = 'running' AND lease_until < $3)) RETURNING checkpoint",
                 lease_owner,
                 now + lease_s,
                 now,
                 device,
                 job_id,
+                worker_of(lease_owner),
             )
             if row is None:
                 return None
@@ -443,3 +455,15 @@ class PostgresJobStore:
                 alpha,
             )
             return float(value)
+
+    # -- render workers -------------------------------------------------------------------------
+
+    async def upsert_worker(self, worker: WorkerRecord) -> None:
+        """Insert or refresh the worker's row: at its start and at every heartbeat."""
+        async with transaction(self._pool) as conn:
+            await worker_rows.upsert(conn, worker)
+
+    async def workers(self) -> list[WorkerRecord]:
+        """Every worker that ever beat, by id (alive or not: the caller compares `heartbeat_at`)."""
+        async with connection(self._pool) as conn:
+            return await worker_rows.read_all(conn)

@@ -18,7 +18,7 @@ RECORD_COLUMNS = (
     "id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at, "
     "step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id, "
     "upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step, "
-    "checkpoint_frame, attempt, interruptions, results_expired_at"
+    "checkpoint_frame, attempt, interruptions, results_expired_at, worker_id"
 )
 
 # what `plan_row` reads, in its order: no spec decoding, so planning a thousand jobs stays cheap
@@ -48,7 +48,7 @@ def job_record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
         job_id, kind, user_id, guild_id, channel_id, spec, state, priority, created_at, started_at, finished_at,
         step, steps, frame, frames, gpu_seconds, result_paths, partial, error, status_message_id, result_message_id,
         upload_limit, seed, device, lease_owner, lease_until, heartbeat_at, cancel_requested, checkpoint_step,
-        checkpoint_frame, attempt, interruptions, results_expired_at,
+        checkpoint_frame, attempt, interruptions, results_expired_at, worker_id,
     ) = row  # fmt: skip
     return JobRecord(
         id=job_id,
@@ -82,6 +82,7 @@ def job_record(_cursor: object, row: tuple[Any, ...]) -> JobRecord:
         checkpoint_frame=checkpoint_frame,
         interruptions=interruptions,
         results_expired_at=results_expired_at,
+        worker_id=worker_id,
     )
 
 

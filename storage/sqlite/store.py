@@ -27,9 +27,11 @@ from storage.records import (
     QueuedCounts,
     QueueState,
     SubmitLimits,
+    WorkerRecord,
     job_steps,
+    worker_of,
 )
-from storage.sqlite import guild_settings
+from storage.sqlite import guild_settings, side_tables
 from storage.sqlite.db import connect, immediate
 from storage.sqlite.files import SqliteJobFiles
 from storage.sqlite.progress import SqliteProgressBoard
@@ -42,11 +44,8 @@ _FINISHED = (JobStatus.DONE.value, JobStatus.FAILED.value, JobStatus.CANCELLED.v
 
 
 class SqliteJobStore:
-    """`JobStore` on one SQLite file (WAL). Open with `await SqliteJobStore.open(path)`.
-
-    One connection, one asyncio lock: aiosqlite runs statements on one thread, and the lock keeps
-    one coroutine's explicit transaction from interleaving with another's statements.
-    """
+    """`JobStore` on one SQLite file (WAL), opened with `await SqliteJobStore.open(path)`. One connection, one lock:
+    aiosqlite runs statements on one thread; the lock keeps one transaction from interleaving with another's."""
 
     def __init__(self, conn: aiosqlite.Connection, *, usage_window_s: float = 24 * 3600.0) -> None:
         self._conn = conn
@@ -329,6 +328,7 @@ class SqliteJobStore:
             await cursor.close()
             if not changed:  # cannot happen under the write lock; kept as the protocol's check
                 return None
+            await self._conn.execute("UPDATE jobs SET worker_id = ? WHERE id = ?", (worker_of(lease_owner), job_id))
             job = await self._get(job_id)
             blob = await self._one("SELECT checkpoint FROM jobs WHERE id = ?", (job_id,))
             checkpoint = bytes(blob[0]) if blob is not None and blob[0] is not None else None
@@ -478,22 +478,21 @@ class SqliteJobStore:
         async with self._lock, immediate(self._conn):
             return await guild_settings.delete(self._conn, guild_id, name)
 
-    # -- measured speed -------------------------------------------------------------------------
+    # -- measured speed, render workers ---------------------------------------------------------
 
     async def speeds(self) -> dict[str, float]:
         async with self._lock:
-            rows = await self._all("SELECT key, seconds_per_step FROM speeds")
-        return {r[0]: float(r[1]) for r in rows}
+            return {r[0]: float(r[1]) for r in await self._all("SELECT key, seconds_per_step FROM speeds")}
 
     async def record_speed(self, key: str, seconds_per_step: float, *, now: float, alpha: float = 0.3) -> float:
         """Fold one measurement into the moving average for `key`; return the new average."""
         async with self._lock, immediate(self._conn):
-            row = await self._one("SELECT seconds_per_step FROM speeds WHERE key = ?", (key,))
-            value = seconds_per_step if row is None else (1 - alpha) * float(row[0]) + alpha * seconds_per_step
-            await self._conn.execute(
-                "INSERT INTO speeds (key, seconds_per_step, samples, updated_at) VALUES (?, ?, 1, ?) "
-                "ON CONFLICT(key) DO UPDATE SET seconds_per_step = excluded.seconds_per_step, "
-                "samples = samples + 1, updated_at = excluded.updated_at",
-                (key, value, now),
-            )
-            return value
+            return await side_tables.record_speed(self._conn, key, seconds_per_step, now=now, alpha=alpha)
+
+    async def upsert_worker(self, worker: WorkerRecord) -> None:
+        async with self._lock, immediate(self._conn):
+            await side_tables.upsert(self._conn, worker)
+
+    async def workers(self) -> list[WorkerRecord]:
+        async with self._lock:
+            return await side_tables.read_all(self._conn)

@@ -4,6 +4,7 @@ that are gone or refuse the bot marked undeliverable; an archived thread's resul
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from pathlib import Path
 
 from bot.queue.api import JobNotFound
@@ -115,3 +116,23 @@ async def test_status_edits_stop_when_the_bot_loses_access_but_the_job_goes_on(
     edits = [r.status for r in fake.requests if r.method == "PATCH" and r.path.endswith(f"/messages/{status['id']}")]
     assert 403 in edits
     assert edits[-1] == 403  # no edit after Discord refused one
+
+
+async def test_a_record_read_before_its_result_was_posted_is_not_posted_again(
+    fake: FakeDiscord, tmp_path: Path
+) -> None:
+    """The front-end's results poll and the start's recovery may hold a record read before another path
+    posted it: the poster tries each job once per process."""
+    config = make_config(tmp_path)
+    async with running_bot(fake, config, hold_at=1) as h:
+        await fake.slash("imagine", user_id=ALICE, prompt="a harbour", iterations=10)
+        await eventually(lambda: status_message(fake, 1)["id"] != "0", 30.0, "the status message")
+        h.gate.release()
+        await eventually(lambda: fake.results(1), 30.0, "the result")
+        await eventually(lambda: _delivered(h, 1), 5.0, "the row marked delivered")
+        stale = dataclasses.replace(await h.job(1), result_message_id=None)  # as read before the post
+        assert h.bot.publisher.results.tried(1)
+        await h.bot.publisher.results.deliver(stale)
+        await h.bot.publisher.on_finished(stale)
+        await h.settled()
+    assert len(fake.results(1)) == 1

@@ -85,3 +85,25 @@ def test_everything_fits_in_one_message() -> None:
     huge = job(spec=JobSpec(text_prompts="y" * 5000), error="e" * 5000, state=JobStatus.FAILED)
     assert len(texts.status_text(huge, now=0.0)) <= texts.CONTENT_LIMIT
     assert len(texts.job_text(huge, entry=None, now=0.0, full_size=10)) <= texts.CONTENT_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("state", "line"),
+    [
+        (JobStatus.RUNNING, "Rendering on worker `gpu-2` (cuda:1)"),
+        (JobStatus.DONE, "Rendered on worker `gpu-2` (cuda:1)"),
+        (JobStatus.QUEUED, "Last rendered on worker `gpu-2` (cuda:1)"),
+    ],
+)
+def test_job_names_the_worker_that_renders_or_rendered_it(state: JobStatus, line: str) -> None:
+    assert line in texts.job_text(job(state=state, worker_id="gpu-2", device="cuda:1"), entry=None, now=0.0)
+    assert "worker" not in texts.job_text(job(state=state), entry=None, now=0.0)
+
+
+def test_queue_counts_the_live_workers_only_when_given() -> None:
+    entries = [QueueEntry(job=job(), position=1, eta_start_s=None, eta_done_s=None)]
+    plain = texts.queue_text(entries, guild_id=1, member=42, now=0.0)
+    assert "render workers" not in plain
+    shown = texts.queue_text(entries, guild_id=1, member=42, now=0.0, workers=(2, 3))
+    assert shown.startswith("2 of 3 render workers are up.\n")
+    assert shown.endswith(plain)

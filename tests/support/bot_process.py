@@ -56,18 +56,23 @@ class BotProcess:
         self.env = speed.child_env(base)
         self.proc: asyncio.subprocess.Process | None = None
 
-    async def start(self, within: float = 60.0) -> None:
-        self.fake.identified.clear()
+    async def _spawn(self, *args: str) -> asyncio.subprocess.Process:
         with self.log.open("ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
                 "tests.support.gated_bot",
+                *args,
                 cwd=self.data_dir.parent,
                 env=self.env,
                 stdout=out,
                 stderr=out,
             )
+        return self.proc
+
+    async def start(self, within: float = 60.0) -> None:
+        self.fake.identified.clear()
+        self.proc = await self._spawn()
         waiter = asyncio.create_task(self.fake.identified.wait())
         exited = asyncio.create_task(self.proc.wait())
         done, _ = await asyncio.wait({waiter, exited}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
@@ -95,3 +100,23 @@ class BotProcess:
     async def exit_code(self, within: float = 30.0) -> int:
         assert self.proc is not None
         return await asyncio.wait_for(self.proc.wait(), within)
+
+
+class WorkerProcess(BotProcess):
+    """`python -m bot worker` the same way: it renders from the shared database and never talks to Discord
+    (no DISCORD_TOKEN in its environment)."""
+
+    def __init__(self, fake: FakeDiscord, data_dir: Path, log: Path, **env: str) -> None:
+        super().__init__(fake, data_dir, log, **env)
+        self.env.pop("DISCORD_TOKEN", None)
+
+    async def start(self, within: float = 60.0) -> None:
+        """Start it and wait until its runner claims jobs (its log says so)."""
+        before = len(self.logs())
+        proc = await self._spawn("worker")
+        deadline = asyncio.get_running_loop().time() + within
+        while "started on" not in self.logs()[before:]:
+            if proc.returncode is not None or asyncio.get_running_loop().time() > deadline:
+                await self.kill()
+                raise AssertionError(f"the worker did not start:\n{self.logs()[-3000:]}")
+            await asyncio.sleep(0.1)
