@@ -109,6 +109,7 @@ def service_config(settings: Settings, *, force_sync: bool = False, worker_id: s
         max_attempts=settings.bot_max_attempts,
         # progress and cancels cross processes when another one may render or show this one's jobs
         relay_progress_s=RELAY_S if not renders or settings.bot_database_url else None,
+        lease_s=settings.bot_lease_seconds,
     )
     runner = RunnerConfig(
         worker_id=settings.bot_worker_id or worker_id,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
-from bot.queue.admission import AdmissionLimits, SpeedBook, SpeedClass, admit, speed_key
+from bot.queue.admission import SpeedBook, SpeedClass, admit, speed_key
 from bot.queue.api import (
     JobEvents,
     JobNotFound,
@@ -27,9 +27,11 @@ from bot.queue.api import (
 )
 from bot.queue.disk import DISK_FULL_TEXT, DiskSpace, is_disk_full
 from bot.queue.events import EventHub
+from bot.queue.fleet import Fleet
 from bot.queue.inputs import StagedInputs, input_files
 from bot.queue.job_files import JobFiles
 from bot.queue.progress_relay import ProgressRelay
+from bot.queue.queue_config import QueueConfig as QueueConfig, attempts_text as attempts_text
 from bot.queue.scheduler import FairShare, Planned, Work, plan
 from bot.queue.shared_files import SharedFiles
 from engine.jobs import JobSpec, JobStatus
@@ -40,30 +42,6 @@ from storage.store import AlreadySubmitted, JobStore, LimitReached, NoSuchJob
 log = logging.getLogger(__name__)
 
 MAX_JOB_ID = 2**63 - 1  # SQLite's largest integer: a forged custom id beyond it names no job
-
-
-@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
-class QueueConfig:
-    """The queue's knobs. Devices are the runner's (`ENGINE_DEVICE`); ETAs divide work among them."""
-
-    devices: tuple[str, ...] = ("cpu",)
-    priority_weight: float = 4.0
-    max_running_per_member: int | None = 1
-    max_queued_per_member: int | None = 10
-    max_queued_per_guild: int | None = 100
-    max_running_per_guild: int | None = None
-    admission: AdmissionLimits = dataclasses.field(default_factory=AdmissionLimits)
-    min_free_disk_bytes: int = 0  # below it, new jobs are refused and none is claimed (0: never)
-    keep_results_s: float | None = None  # results are deleted this long after their job ended (None: kept)
-    housekeeping_every_s: float = 3600.0  # how often expired results and crash leftovers are looked for
-    disk_full_pause_s: float = 60.0  # after a render found the disk full, no job is claimed for this long
-    max_attempts: int | None = 3  # a job interrupted this many times (crash, stall) is failed, not rendered again
-    relay_progress_s: float | None = None  # share progress and cancels with other processes this often (None: off)
-
-
-def attempts_text(attempts: int) -> str:
-    """What the owner reads (channel and /job) when a job is given up on after crashes or stalls."""
-    return f"failed after {attempts} attempts; the bot restarted while rendering it each time"
 
 
 class JobQueue:
@@ -91,7 +69,9 @@ class JobQueue:
         )
         self.clock = clock
         self.speeds = SpeedBook()
-        self._speeds_loaded = False
+        self._speeds_at: float | None = None
+        shared = self.config.relay_progress_s is not None  # other processes render: their devices count
+        self.fleet = Fleet(store, self.config.devices, shared=shared, lease_s=self.config.lease_s)
         self._hub = EventHub()
         self._runners: list[LocalRunner] = []
         self._live = self._hub.live  # running jobs' latest progress, from this process and (relayed) others
@@ -160,11 +140,11 @@ class JobQueue:
 
     async def load_speeds(self) -> None:
         """Read the measured speeds the ETAs use (once; `open`, a submit and a plan call it)."""
-        if not self._speeds_loaded:
+        if self.fleet.stale(self._speeds_at):  # once, or again now and then when workers elsewhere measure
+            self._speeds_at = self.clock()
             self.speeds = SpeedBook(await self.store.speeds())
             # the first prompt check loads CLIP's BPE vocabulary (~0.5 s): do it off the loop, once
             await asyncio.to_thread(count_tokens, "warm up")
-            self._speeds_loaded = True
 
     # -- RenderQueue ----------------------------------------------------------------------------
 
@@ -320,8 +300,9 @@ class JobQueue:
         usage = await self.store.usage(now=self.clock())
         guild_usage = await self.store.guild_usage(now=self.clock())
         live = {job_id: (u.step, u.eta_done_s) for job_id, u in self._live.items()}
+        devices = await self.fleet.devices()
         # a thousand queued jobs take milliseconds of pure Python: keep that off the event loop
-        return await asyncio.to_thread(self._simulate, rows, usage, guild_usage, live)
+        return await asyncio.to_thread(self._simulate, rows, usage, guild_usage, live, devices)
 
     def _simulate(
         self,
@@ -329,8 +310,8 @@ class JobQueue:
         usage: dict[int, float],
         guild_usage: dict[int | None, float],
         live: dict[int, tuple[int, float | None]],
+        devices: tuple[str, ...],
     ) -> list[Planned]:
-        devices = self.config.devices
         running: list[Work] = []
         queued: list[Work] = []
         for row in rows:
