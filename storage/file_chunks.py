@@ -19,7 +19,7 @@ from typing import BinaryIO
 from storage.store import DiskFull
 
 CHUNK_BYTES = 1 << 20  # 1 MiB: one row's data, one message on the wire
-ROLES = ("input", "result")
+ROLES = ("input", "result", "work")  # work: a video's rendered frames, for a resume on another host
 _FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
 
 

@@ -91,7 +91,7 @@ class JobFiles:
         """The job is done, failed or cancelled: keep its result (and a fitted copy until it is posted) only."""
         await self._tidy(job)
         # a job that ended with no result may still have one uploaded by an attempt that lost its lease
-        await self._forget(job.id, ("input",) if job.result_paths else ("input", "result"))
+        await self._forget(job.id, ("input", "work") if job.result_paths else ("input", "work", "result"))
 
     async def _forget(self, job_id: int, roles: tuple[str, ...]) -> None:
         if self.shared is None:

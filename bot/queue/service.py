@@ -402,6 +402,10 @@ class JobQueue:
         )
 
     async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool:
+        try:
+            await self.shared.put_frames(claim.job.id)  # first: a checkpoint never names a frame not stored
+        except Exception:  # a resume elsewhere then renders the frames again; the checkpoint is still worth saving
+            log.exception("job %s: storing its frames in the database failed", claim.job.id)
         return await self.store.save_checkpoint(claim, data, step=step, frame=frame, now=self.clock())
 
     def disk_full(self) -> None:
@@ -441,6 +445,7 @@ class JobQueue:
             seed=seed,
         )
         if record is not None:
+            self.shared.forget_frames(record.id)
             await self.files.ended(record)  # before the result poster starts on it
             self.publish_finished(record)
         return record

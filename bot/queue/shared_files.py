@@ -21,7 +21,7 @@ from typing import Protocol
 
 from bot.queue.disk import is_disk_full
 from bot.queue.inputs import StagedInputs
-from bot.queue.job_files import inputs_path, result_copy_path
+from bot.queue.job_files import inputs_path, result_copy_path, work_path
 from engine.jobs import JobSpec
 from engine.prompts import rename_image_parts
 from storage.records import Claim, JobRecord
@@ -29,7 +29,8 @@ from storage.store import JobFileStore
 
 log = logging.getLogger(__name__)
 
-INPUT, RESULT = "input", "result"
+INPUT, RESULT, WORK = "input", "result", "work"
+FRAME_FOLDERS = ("frames", "upscaled")  # where the engine renders a video's frames (its checkpoints name them)
 
 
 class Releaser(Protocol):
@@ -57,6 +58,30 @@ class SharedFiles:
         self.files = files
         self.data_dir = Path(data_dir)
         self.enabled = files.shares_files
+        self._stored_frames: dict[int, dict[str, tuple[int, int]]] = {}  # job -> frame key -> (size, mtime)
+
+    async def put_frames(self, job_id: int) -> None:
+        """Store the rendered frames of a video job's work folder that changed since the last call, before the
+        checkpoint that names them is saved: a worker on another host that resumes the job fetches them
+        (`claimed`) instead of rendering them again (a frame whose bytes differ makes the engine start over)."""
+        if not self.enabled:
+            return
+        stored = self._stored_frames.setdefault(job_id, {})
+        for key, path, mark in await asyncio.to_thread(_frames_in, work_path(self.data_dir, job_id)):
+            if stored.get(key) != mark:
+                await self.files.put_file(job_id, WORK, key, path)
+                stored[key] = mark
+
+    def forget_frames(self, job_id: int) -> None:
+        self._stored_frames.pop(job_id, None)
+
+    async def _fetch_frames(self, job_id: int) -> None:
+        work = work_path(self.data_dir, job_id)
+        for file in await self.files.list_files(job_id, WORK):
+            folder, _, name = file.name.partition(".")
+            local = work / folder / name
+            if folder in FRAME_FOLDERS and await asyncio.to_thread(_size, local) != file.size:
+                await self.files.fetch_file(job_id, WORK, file.name, local)
 
     async def put_inputs(self, job_id: int, staged: StagedInputs) -> None:
         """Store the files of a job's inputs folder, once moved there (at submit, before its row commits, so no
@@ -89,6 +114,8 @@ class SharedFiles:
 
     async def _localised(self, claim: Claim) -> Claim:
         job = claim.job
+        if claim.checkpoint is not None:
+            await self._fetch_frames(job.id)
         stored = await self.files.list_files(job.id, INPUT)
         if not stored:
             return claim
@@ -152,6 +179,17 @@ def relocated(spec: JobSpec, job_id: int, folder: Path, names: set[str]) -> JobS
         init_image=move(spec.init_image) if spec.init_image else spec.init_image,
         video=move(spec.video) if spec.video else spec.video,
     )
+
+
+def _frames_in(work: Path) -> list[tuple[str, Path, tuple[int, int]]]:
+    """(stored name "<folder>.<file>", path, (size, mtime)) of each frame in the work folder's frame folders."""
+    found = []
+    for folder in FRAME_FOLDERS:
+        if (work / folder).is_dir():
+            for path in _files_in(work / folder):
+                info = path.stat()
+                found.append((f"{folder}.{path.name}", path, (info.st_size, info.st_mtime_ns)))
+    return found
 
 
 def _files_in(folder: Path) -> list[Path]:
