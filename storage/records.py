@@ -99,7 +99,9 @@ class Candidate:
 class QueueState:
     """What a scheduling choice needs, read inside the claim transaction."""
 
-    queued: tuple[Candidate, ...]  # in id (arrival) order
+    # the oldest queued job of each (server, member) lane, in id order: all a fair-share choice looks at
+    # (a member's later jobs in a server wait behind that one), and a deep queue costs a few rows per member
+    queued: tuple[Candidate, ...]
     running_per_member: dict[int, int]  # user id -> jobs running under a live lease
     usage: dict[int, float]  # user id -> GPU seconds in the window, running time included
     guild_usage: dict[int | None, float] = dataclasses.field(default_factory=dict)  # server -> GPU seconds, likewise

@@ -39,7 +39,8 @@ async def _usage(conn: asyncpg.Connection, column: str, since: float, now: float
 async def queue_state(conn: asyncpg.Connection, now: float, usage_window_s: float) -> QueueState:
     """The queued jobs in arrival order, live leases per member and server, and usage in the window."""
     rows = await conn.fetch(
-        "SELECT id, user_id, guild_id, priority, created_at FROM jobs WHERE state = 'queued' ORDER BY id"
+        "SELECT id, user_id, guild_id, priority, created_at FROM jobs WHERE id IN "
+        "(SELECT MIN(id) FROM jobs WHERE state = 'queued' GROUP BY guild_id, user_id) ORDER BY id"
     )
     queued = tuple(Candidate(id=r[0], user_id=r[1], guild_id=r[2], priority=bool(r[3]), created_at=r[4]) for r in rows)
     per_member: dict[int, int] = {}

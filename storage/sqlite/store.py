@@ -336,7 +336,8 @@ class SqliteJobStore:
 
     async def _queue_state(self, now: float) -> QueueState:
         rows = await self._all(
-            "SELECT id, user_id, guild_id, priority, created_at FROM jobs WHERE state = 'queued' ORDER BY id"
+            "SELECT id, user_id, guild_id, priority, created_at FROM jobs WHERE id IN "
+            "(SELECT MIN(id) FROM jobs WHERE state = 'queued' GROUP BY guild_id, user_id) ORDER BY id"
         )
         queued = tuple(
             Candidate(id=r[0], user_id=r[1], guild_id=r[2], priority=bool(r[3]), created_at=r[4]) for r in rows

@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from engine.jobs import JobSpec, JobStatus
-from storage.records import Owner, SubmitLimits
+from storage.records import Owner, QueueState, SubmitLimits
 from storage.store import JobStore, LimitReached, NoSuchJob
 from tests.support.stores import Stores, drain, oldest
 
@@ -185,3 +185,19 @@ async def test_only_renders_cut_short_count_as_interruptions(store: JobStore) ->
     assert fourth.job.interruptions == 2
     assert fourth.attempt == 4
     assert (await store.get(fourth.job.id)).interruptions == 2
+
+
+async def test_a_claim_offers_the_oldest_job_of_each_member_in_each_server(store: JobStore) -> None:
+    """Fair share only ever picks a lane's oldest job, so a deep queue is read as one row per lane."""
+    owners = [Owner(user_id=1, guild_id=10)] * 3 + [Owner(user_id=2, guild_id=10), Owner(user_id=1, guild_id=20)]
+    ids = [(await store.create(owner, SPEC, now=1.0, limits=NO_LIMITS)).id for owner in owners]
+    seen: list[list[int]] = []
+
+    def look(state: QueueState) -> int | None:
+        seen.append([c.id for c in state.queued])
+        return state.queued[-1].id
+
+    claim = await store.claim_next("w/cpu", lease_s=60, now=2.0, choose=look)
+    assert seen == [[ids[0], ids[3], ids[4]]]
+    assert claim is not None
+    assert claim.job.id == ids[4]
