@@ -24,7 +24,7 @@ from bot.config import BotConfig
 from bot.delivery.fitting import fitted_info
 from bot.errors import UserError
 from bot.queue.api import JobNotFound, QueueEntry, RenderQueue
-from bot.queue.worker_beat import alive
+from bot.queue.worker_beat import alive, known
 from bot.server_settings import ServerSettings
 from storage.records import JobRecord, WorkerRecord
 
@@ -85,6 +85,7 @@ class ManageCog(commands.Cog):
     async def queue(self, interaction: Interaction) -> None:
         entries, workers = await self._in_time(interaction, self._queue_and_workers())
         now = time.time()
+        workers = known(workers, now=now)
         up = (len(alive(workers, now=now, lease_s=self.config.lease_s)), len(workers)) if len(workers) > 1 else None
         text = texts.queue_text(entries, guild_id=interaction.guild_id, member=interaction.user.id, now=now, workers=up)
         await acks.answer(interaction, text)

@@ -21,6 +21,14 @@ log = logging.getLogger(__name__)
 ALIVE_LEASES = 3  # a worker whose last heartbeat is older than this many leases counts as gone
 
 
+KNOWN_S = 24 * 3600.0  # a worker silent for a day is no longer counted as one that should be up
+
+
+def known(workers: Sequence[WorkerRecord], *, now: float) -> list[WorkerRecord]:
+    """The workers that beat within `KNOWN_S` (one retired long ago or renamed does not count as down)."""
+    return [w for w in workers if now - w.heartbeat_at <= KNOWN_S]
+
+
 def alive(workers: Sequence[WorkerRecord], *, now: float, lease_s: float) -> list[WorkerRecord]:
     """The workers that beat within `ALIVE_LEASES` leases of `now`."""
     return [w for w in workers if now - w.heartbeat_at <= ALIVE_LEASES * lease_s]

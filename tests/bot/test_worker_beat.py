@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from bot.queue.worker_beat import ALIVE_LEASES, WorkerBeat, alive
+from bot.queue.worker_beat import ALIVE_LEASES, KNOWN_S, WorkerBeat, alive, known
 from storage.records import WorkerRecord
 from storage.sqlite.store import SqliteJobStore
 from tests.support.waiting import eventually
@@ -18,6 +18,12 @@ def row(worker_id: str, beat: float) -> WorkerRecord:
 def test_alive_means_a_beat_within_three_leases() -> None:
     rows = [row("fresh", 95.0), row("edge", 100.0 - ALIVE_LEASES * 10), row("gone", 60.0)]
     assert [w.worker_id for w in alive(rows, now=100.0, lease_s=10.0)] == ["fresh", "edge"]
+
+
+def test_a_worker_silent_for_a_day_is_no_longer_counted_as_down() -> None:
+    now = 10 * KNOWN_S
+    rows = [row("up", now - 5), row("down an hour", now - 3600), row("retired", now - KNOWN_S - 1)]
+    assert [w.worker_id for w in known(rows, now=now)] == ["up", "down an hour"]
 
 
 async def test_the_row_is_written_at_start_and_refreshed_until_stopped(tmp_path: Path) -> None:
