@@ -97,6 +97,12 @@ def summary(report: MigrationReport) -> list[str]:
         lines.append(f"job #{job_id} was running: copied as queued ({at}); the new deployment resumes it")
     for job_id in report.cancelled:
         lines.append(f"job #{job_id} was running with a cancel requested: copied as cancelled")
+    if report.live_leases:
+        shown = ", ".join(f"#{i}" for i in report.live_leases)
+        lines.append(
+            f"warning: the lease of job {shown} had not expired: if the bot is still running, stop it and copy "
+            "again into an empty database (this copy may miss its latest writes)"
+        )
     lines.append(", ".join(f"{table}: {n} rows" for table, n in report.side_rows.items()))
     lines.append(f"files copied: {report.files} ({report.bytes} bytes)")
     if report.missing:

@@ -72,6 +72,7 @@ class MigrationReport:
     skipped: int = 0  # already in the target (resume)
     requeued: list[tuple[int, int | None]] = dataclasses.field(default_factory=list)  # (id, checkpoint step)
     cancelled: list[int] = dataclasses.field(default_factory=list)  # running with a cancel request
+    live_leases: list[int] = dataclasses.field(default_factory=list)  # running under a lease not yet expired
     files: int = 0
     bytes: int = 0
     missing: list[str] = dataclasses.field(default_factory=list)
@@ -179,6 +180,8 @@ def handed_over(row: dict[str, Any], *, now: float, report: MigrationReport) -> 
     from its checkpoint (or, when its cancel was requested, ends cancelled); every other row is unchanged."""
     if row["state"] != "running":
         return row
+    if row["lease_until"] is not None and float(row["lease_until"]) > now:
+        report.live_leases.append(int(row["id"]))
     cleared = {"lease_owner": None, "lease_until": None, "run_started_at": None, "heartbeat_at": None}
     if row["cancel_requested"]:
         report.cancelled.append(int(row["id"]))

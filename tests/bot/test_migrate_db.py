@@ -151,6 +151,7 @@ async def test_a_single_host_installation_moves_to_postgres_with_its_files(targe
     assert "job #2 was running: copied as queued (its checkpoint at step 5); the new deployment resumes it" in out
     assert f"files copied: 3 ({len(RESULT) + len(INIT) + len(PROMPT)} bytes)" in out
     assert "job #7: input gone.png" in out
+    assert "warning" not in out  # the running job's lease had expired: the bot is not running
     assert "speeds: 1 rows, guild_settings: 1 rows" in out
     assert _digest(source) == digest  # the source is not written
     target_rows = await _target_rows(target)  # before the claims below change them

@@ -40,6 +40,10 @@ def test_a_running_job_is_handed_over_queued_with_its_checkpoint_or_cancelled_wh
         state="queued", lease_owner=None, lease_until=None, run_started_at=None, heartbeat_at=None
     )
     assert report.requeued == [(4, 7)]
+    assert report.live_leases == []  # expired at 50
+    live = MigrationReport()
+    handed_over(_running(), now=40.0, report=live)  # the lease runs to 50: the bot may still be running
+    assert live.live_leases == [4]
     cancelled = handed_over(_running(cancel_requested=1), now=99.0, report=report)
     assert cancelled["state"] == "cancelled"
     assert cancelled["finished_at"] == 99.0
