@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -212,10 +213,14 @@ async def test_a_single_host_installation_moves_to_postgres_with_its_files(targe
 
 
 async def test_resume_copies_what_an_interrupted_run_left_out(target: str, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    before = await _single_host(data)
+    before = await _single_host(tmp_path / "data")
+    data = tmp_path / "moved"  # the data directory moved since: the files are found under --data-dir
+    await asyncio.to_thread(shutil.move, tmp_path / "data", data)
     source = data / "jobs.sqlite3"
-    assert (await asyncio.to_thread(_migrate, source, target, data)).returncode == 0
+    first = await asyncio.to_thread(_migrate, source, target, data)
+    assert first.returncode == 0, first.stderr
+    assert f"files copied: 3 ({len(RESULT) + len(INIT) + len(PROMPT)} bytes)" in first.stdout
+    assert "files missing (the jobs were copied without them): 1" in first.stdout  # only job #7's
     conn = await asyncpg.connect(target)
     try:
         await conn.execute("DELETE FROM jobs WHERE id > 4")  # as if the copy had stopped after job #4
@@ -229,6 +234,8 @@ async def test_resume_copies_what_an_interrupted_run_left_out(target: str, tmp_p
     store = await PostgresJobStore.open(target)
     try:
         assert [job.id for job in await store.many(list(before))] == sorted(before)
+        assert [f.name for f in await store.files.list_files(6, "input")] == ["init.png", "prompt:1.png"]
+        assert [(f.name, f.size) for f in await store.files.list_files(3, "result")] == [("a1-result.png", len(RESULT))]
         assert (await store.create(ALICE, SPEC, now=200.0, limits=NO_LIMITS)).id == 8
     finally:
         await store.close()
