@@ -1,8 +1,9 @@
-"""`python -m bot` and `python -m bot worker`: the composition root. Settings → logging → the parts → run until
-SIGTERM.
+"""`python -m bot`, `python -m bot worker` and `python -m bot migrate-db`: the composition root. Settings →
+logging → the parts → run until SIGTERM.
 
 `python -m bot` is the Discord bot: it renders on ENGINE_DEVICE too, unless that is `none` (a front-end only).
-`python -m bot worker` renders from the shared database without a Discord connection. The only bot module
+`python -m bot worker` renders from the shared database without a Discord connection. `python -m bot
+migrate-db` copies a single-host installation into PostgreSQL (`bot.migrate_db`). The only bot module
 that imports the engine's renderer (and so torch); `main(make_renderer=...)` replaces it (the end-to-end
 tests hold renders with that seam).
 """
@@ -21,6 +22,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from bot import migrate_db
 from bot.app import point_at
 from bot.config import BotConfig, clip_for
 from bot.logs import setup_logging
@@ -295,18 +297,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--sync", action="store_true", help="sync global slash commands even if they did not change since the last sync"
     )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        choices=("worker",),
-        help="worker: a render worker on the shared database (BOT_DATABASE_URL), without Discord",
+    commands = parser.add_subparsers(dest="command", metavar="{worker,migrate-db}")
+    commands.add_parser("worker", help="a render worker on the shared database (BOT_DATABASE_URL), without Discord")
+    migrate_db.add_arguments(
+        commands.add_parser(migrate_db.COMMAND, help="copy a single-host installation (SQLite) into PostgreSQL")
     )
     return parser.parse_args(argv)
 
 
 def main(make_renderer: RendererFromSettings | None = None) -> None:
-    """`python -m bot [worker]`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
+    """`python -m bot [worker | migrate-db ...]`; `make_renderer` replaces the engine's renderer (the tests hold renders with it)."""
     args = parse_args()
+    if args.command == migrate_db.COMMAND:  # no Discord, no settings: the operator's one-off copy
+        sys.exit(migrate_db.run(args))
     worker = args.command == "worker"
     settings = load_settings(worker=worker)
     setup_logging(settings.bot_log_level, secrets=settings.secrets(), fmt=settings.bot_log_format)
