@@ -16,8 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.queue.job_files import inputs_path, result_copy_path
-from bot.queue.shared_files import INPUT, RESULT, result_name
+from bot.queue.job_files import inputs_path, result_copy_path, work_path
+from bot.queue.shared_files import INPUT, RESULT, WORK, frames_in, result_name
 from engine.jobs import JobSpec, JobStatus
 from engine.prompts import rename_image_parts
 from storage.factory import is_postgres_url, sqlite_path
@@ -73,6 +73,10 @@ def file_planner(data_dir: Path) -> FilePlanner:
             files += [FileToCopy(role=INPUT, name=p.name, path=p) for p in present]
             for name in sorted(input_names(job.spec, job.id) - {p.name for p in present}):
                 missing.append(f"job #{job.id}: input {name} (not in {folder})")
+            if job.checkpoint_step is not None:  # a video's finished frames, which its checkpoint names
+                files += [
+                    FileToCopy(role=WORK, name=key, path=p) for key, p, _ in frames_in(work_path(data_dir, job.id))
+                ]
         if job.results_expired_at is None:
             for recorded in map(Path, job.result_paths):
                 copy = result_copy_path(data_dir, job.id, recorded)

@@ -67,7 +67,7 @@ class SharedFiles:
         if not self.enabled:
             return
         stored = self._stored_frames.setdefault(job_id, {})
-        for key, path, mark in await asyncio.to_thread(_frames_in, work_path(self.data_dir, job_id)):
+        for key, path, mark in await asyncio.to_thread(frames_in, work_path(self.data_dir, job_id)):
             if stored.get(key) != mark:
                 await self.files.put_file(job_id, WORK, key, path)
                 stored[key] = mark
@@ -181,7 +181,7 @@ def relocated(spec: JobSpec, job_id: int, folder: Path, names: set[str]) -> JobS
     )
 
 
-def _frames_in(work: Path) -> list[tuple[str, Path, tuple[int, int]]]:
+def frames_in(work: Path) -> list[tuple[str, Path, tuple[int, int]]]:
     """(stored name "<folder>.<file>", path, (size, mtime)) of each frame in the work folder's frame folders."""
     found = []
     for folder in FRAME_FOLDERS:

@@ -30,8 +30,17 @@ from tests.support import postgres
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = JobSpec(text_prompts="a fox", width=64, height=64, iterations=10, vqgan_model="tiny", clip_model="tiny")
 ALICE = Owner(user_id=1, guild_id=10, channel_id=100)
+
+
+def member(n: int) -> Owner:
+    """A member of ALICE's server: one job each, so a claim may pick any of them (fair share offers only a
+    member's oldest queued job)."""
+    return dataclasses.replace(ALICE, user_id=n)
+
+
 NO_LIMITS = SubmitLimits(max_queued_per_member=None, max_queued_per_guild=None)
 RESULT = b"\x89PNG the result " * 100_000  # over one 1 MiB chunk
+FRAME = b"a rendered frame"
 INIT, PROMPT = b"\x89PNG the init image", b"\x89PNG the image prompt"
 
 
@@ -59,11 +68,11 @@ async def _claim(store: SqliteJobStore | PostgresJobStore, job_id: int, *, now: 
 async def _single_host(data: Path) -> dict[int, JobRecord]:
     store = await SqliteJobStore.open(data / "jobs.sqlite3")
     try:
-        queued = await store.create(ALICE, SPEC, now=1.0, limits=NO_LIMITS)
-        running = await store.create(ALICE, SPEC, now=2.0, limits=NO_LIMITS)
-        done = await store.create(ALICE, SPEC, now=3.0, limits=NO_LIMITS, interaction_id=77)
+        queued = await store.create(member(1), SPEC, now=1.0, limits=NO_LIMITS)
+        running = await store.create(member(2), SPEC, now=2.0, limits=NO_LIMITS)
+        done = await store.create(member(3), SPEC, now=3.0, limits=NO_LIMITS, interaction_id=77)
         failed = await store.create(Owner(user_id=2), SPEC, now=4.0, limits=NO_LIMITS, priority=True)
-        cancelled = await store.create(ALICE, SPEC, now=5.0, limits=NO_LIMITS)
+        cancelled = await store.create(member(4), SPEC, now=5.0, limits=NO_LIMITS)
 
         async def with_inputs(job_id: int) -> JobSpec:
             folder = data / "inputs" / str(job_id)
@@ -73,16 +82,19 @@ async def _single_host(data: Path) -> dict[int, JobRecord]:
             prompts = escape_path(folder / "prompt:1.png") + ":0.5"
             return dataclasses.replace(SPEC, init_image=str(folder / "init.png"), image_prompts=prompts)
 
-        inputs = await store.create(ALICE, SPEC, now=6.0, limits=NO_LIMITS, prepare=with_inputs)
+        inputs = await store.create(member(5), SPEC, now=6.0, limits=NO_LIMITS, prepare=with_inputs)
 
         async def gone_input(job_id: int) -> JobSpec:
             return dataclasses.replace(SPEC, init_image=str(data / "inputs" / str(job_id) / "gone.png"))
 
-        lost = await store.create(ALICE, SPEC, now=7.0, limits=NO_LIMITS, prepare=gone_input)
+        lost = await store.create(member(6), SPEC, now=7.0, limits=NO_LIMITS, prepare=gone_input)
         await store.set_status_message(queued.id, 555)
 
         claim = await _claim(store, running.id, now=10.0)
         assert await store.save_checkpoint(claim, b"checkpoint-5", step=5, frame=1, now=11.0)
+        frame = data / "work" / str(running.id) / "frames" / "frame_00001.png"  # what a video's checkpoint names
+        frame.parent.mkdir(parents=True)
+        frame.write_bytes(FRAME)
         claim = await _claim(store, done.id, now=12.0)
         result = data / "outputs" / str(done.id) / f"a{claim.attempt}" / "result.png"
         result.parent.mkdir(parents=True)
@@ -150,7 +162,7 @@ async def test_a_single_host_installation_moves_to_postgres_with_its_files(targe
     out = ran.stdout
     assert "jobs copied: 7 (1 cancelled, 1 done, 1 failed, 4 queued)" in out
     assert "job #2 was running: copied as queued (its checkpoint at step 5); the new deployment resumes it" in out
-    assert f"files copied: 3 ({len(RESULT) + len(INIT) + len(PROMPT)} bytes)" in out
+    assert f"files copied: 4 ({len(RESULT) + len(INIT) + len(PROMPT) + len(FRAME)} bytes)" in out
     assert "job #7: input gone.png" in out
     assert "warning" not in out  # the running job's lease had expired: the bot is not running
     assert "speeds: 1 rows, guild_settings: 1 rows" in out
@@ -183,8 +195,10 @@ async def test_a_single_host_installation_moves_to_postgres_with_its_files(targe
 
         # a worker on another host resumes the running job from its checkpoint, and renders the one with inputs
         worker = SharedFiles(store.files, tmp_path / "worker")
-        resumed = await _claim(store, 2, now=100.0)
+        resumed = await worker.claimed(await _claim(store, 2, now=100.0), _NoRelease())
         assert resumed.checkpoint == b"checkpoint-5"
+        frame = tmp_path / "worker" / "work" / "2" / "frames" / "frame_00001.png"
+        assert await asyncio.to_thread(frame.read_bytes) == FRAME  # its finished frames came along
         claim = await worker.claimed(await _claim(store, 6, now=101.0), _NoRelease())
         assert claim.job.spec.init_image == str(tmp_path / "worker" / "inputs" / "6" / "init.png")
         folder = tmp_path / "worker" / "inputs" / "6"
@@ -219,7 +233,7 @@ async def test_resume_copies_what_an_interrupted_run_left_out(target: str, tmp_p
     source = data / "jobs.sqlite3"
     first = await asyncio.to_thread(_migrate, source, target, data)
     assert first.returncode == 0, first.stderr
-    assert f"files copied: 3 ({len(RESULT) + len(INIT) + len(PROMPT)} bytes)" in first.stdout
+    assert f"files copied: 4 ({len(RESULT) + len(INIT) + len(PROMPT) + len(FRAME)} bytes)" in first.stdout
     assert "files missing (the jobs were copied without them): 1" in first.stdout  # only job #7's
     conn = await asyncpg.connect(target)
     try:
