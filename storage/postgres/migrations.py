@@ -152,6 +152,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         FOR EACH ROW WHEN (NEW.state <> 'running') EXECUTE FUNCTION job_progress_ends()
         """,
     ),
+    # 8: a claim reads each (server, member) lane's oldest queued job: one index walk instead of a table scan
+    ("CREATE INDEX jobs_lanes ON jobs (state, guild_id, user_id, id)",),
 )
 
 LATEST = len(MIGRATIONS)

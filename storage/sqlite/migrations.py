@@ -144,6 +144,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         END
         """,
     ),
+    # 8: a claim reads each (server, member) lane's oldest queued job: one index walk instead of a table scan
+    ("CREATE INDEX jobs_lanes ON jobs (state, guild_id, user_id, id)",),
 )
 
 LATEST = len(MIGRATIONS)
