@@ -42,6 +42,7 @@ from engine.jobs import JobSpec
 log = logging.getLogger("bot")
 
 RESULT_POLL_S = 3.0  # how often a front-end looks for results that workers in other processes finished
+SHARED_POLL_S = 2.0  # how often an idle device on a shared database looks for a job
 RELAY_S = 1.0  # how often progress and cancels are exchanged with other processes through the database
 FRONT_END_DEVICES = ("cuda:0",)  # what a front-end's ETAs assume the workers are until their speeds are measured
 
@@ -116,6 +117,8 @@ def service_config(settings: Settings, *, force_sync: bool = False, worker_id: s
     runner = RunnerConfig(
         worker_id=settings.bot_worker_id or worker_id,
         lease_s=settings.bot_lease_seconds,
+        # a job submitted by a front-end in another process wakes no one here: look often (one cheap read)
+        poll_s=SHARED_POLL_S if settings.bot_database_url else None,
         preview_interval_s=settings.bot_preview_seconds,
         device_failure_limit=settings.bot_device_failure_limit,
         stall_s=settings.bot_stall_seconds,
