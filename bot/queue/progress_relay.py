@@ -40,6 +40,7 @@ class ProgressRelay:
         self._clock = clock
         self._pending: dict[int, ProgressUpdate] = {}
         self._seen: dict[int, tuple[int, int, int]] = {}  # remote job -> (step, frame, preview version)
+        self._told: set[int] = set()  # local jobs whose cancel was passed on (logged once)
 
     def note(self, update: ProgressUpdate) -> None:
         """A local job's progress, to be written at the next round (a preview not yet written is kept)."""
@@ -63,8 +64,12 @@ class ProgressRelay:
             if update.job_id in self.hub.local:
                 await self.board.put(_record(update), now=self._clock())
         await self._read()
+        self._told &= set(self.hub.local)
         if self.hub.local:
             for job_id in await self.board.cancel_requested(sorted(self.hub.local)):
+                if job_id not in self._told:
+                    log.info("job %s: cancel requested through the database; stopping it", job_id)
+                    self._told.add(job_id)
                 self._cancel(job_id)
 
     async def _read(self) -> None:

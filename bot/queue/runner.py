@@ -21,20 +21,22 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
 from bot.queue.device_health import EXIT_DEVICE_FAILED, EXIT_STUCK_THREAD, DeviceHealth
 from bot.queue.disk import is_disk_full
 from bot.queue.job_files import remove, work_path
+from bot.queue.run_writes import record_speed, write_checkpoints
 from bot.queue.runs import Run, RunnerConfig, output_path, write_until_done
 from bot.queue.watchdog import Stalled, watch_render
 from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
 from engine.jobs import Artifact, JobStatus, Progress
-from storage.records import Claim, JobRecord
+from storage.records import Claim
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 RendererFactory = Callable[[str], Renderer]  # device -> its renderer, called on the device's thread
 
 
@@ -352,7 +354,7 @@ class JobRunner:
             await self._give_back(run, gpu_seconds)
             return
         if artifact is not None:
-            self._record_speed(run, artifact)
+            record_speed(self.queue, run, artifact.steps_done)
         fields: dict[str, Any]
         if error is not None:
             state, fields = JobStatus.FAILED, {"step": run.step, "frame": run.frame, "error": error}
@@ -370,7 +372,7 @@ class JobRunner:
             return
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
-    async def _until_recorded(self, run: Run, write: Callable[[], Awaitable[JobRecord | None]]) -> JobRecord | None:
+    async def _until_recorded(self, run: Run, write: Callable[[], Awaitable[T]]) -> T:
         def failed(e: Exception, wait: float) -> None:
             if self._stopping:  # a shutdown does not wait for the database; the lease runs out
                 raise e
@@ -386,9 +388,12 @@ class JobRunner:
         claim = run.claim
         if run.drain_checkpoint is not None:
             data, step, frame = run.drain_checkpoint
-            await self.queue.save_checkpoint(claim, data, step=step, frame=frame)
-        released = await self.queue.release(
-            claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, interrupted=interrupted
+            await self._until_recorded(run, lambda: self.queue.save_checkpoint(claim, data, step=step, frame=frame))
+        released = await self._until_recorded(
+            run,
+            lambda: self.queue.release(
+                claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, interrupted=interrupted
+            ),
         )
         await asyncio.to_thread(remove, run.output.parent)
         log.info(
@@ -398,15 +403,6 @@ class JobRunner:
             "stalled" if interrupted else "shutdown",
             "" if released else ", lease lost",
         )
-
-    def _record_speed(self, run: Run, artifact: Artifact) -> None:
-        steps = artifact.steps_done - run.first_step
-        if steps >= 3:  # fewer is mostly start-up time
-            seconds = (time.monotonic() - run.started) / steps
-            task = asyncio.get_running_loop().create_task(
-                self.queue.record_speed(run.claim.job.spec, run.device, seconds)
-            )
-            task.add_done_callback(_log_failure)
 
     async def _heartbeat(self, run: Run) -> None:
         while True:
@@ -474,24 +470,5 @@ class JobRunner:
         """On the loop: keep only the newest checkpoint waiting; one writer task per job."""
         run.pending_checkpoint = checkpoint
         if run.writer is None or run.writer.done():
-            run.writer = asyncio.get_running_loop().create_task(self._write_checkpoints(run))
-
-    async def _write_checkpoints(self, run: Run) -> None:
-        while run.pending_checkpoint is not None:
-            data, step, frame = run.pending_checkpoint
-            run.pending_checkpoint = None
-            try:
-                ok = await self.queue.save_checkpoint(run.claim, data, step=step, frame=frame)
-            except Exception:
-                log.exception("job %s: saving a checkpoint failed", run.claim.job.id)
-                continue
-            if not ok:
-                run.lost = True
-                run.cancel.set()
-                return
-            log.debug("job %s: checkpoint at step %d", run.claim.job.id, step)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("recording a speed failed", exc_info=task.exception())
+            writes = write_checkpoints(self.queue, run, waits=self.finish_retry_s, give_up=lambda: self._stopping)
+            run.writer = asyncio.get_running_loop().create_task(writes)

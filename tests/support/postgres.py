@@ -96,3 +96,33 @@ async def empty(url: str) -> None:
         await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
     finally:
         await conn.close()
+
+
+async def cut_off(url: str) -> int:
+    """What a server restart does to the clients of database `url`, kept up until `reconnectable`: new
+    connections are refused and every open one is dropped. The number of connections dropped."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        dropped = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await conn.close()
+    return int(dropped)
+
+
+async def reconnectable(url: str) -> None:
+    """Undo `cut_off`: database `url` takes connections again."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await conn.close()
