@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bot.queue.api import ProgressUpdate
+from bot.queue.backoff import Backoff
 from bot.queue.events import EventHub
 from storage.records import ProgressRecord
 from storage.store import ProgressBoard
@@ -50,12 +51,14 @@ class ProgressRelay:
         self._pending[update.job_id] = update
 
     async def run(self) -> None:
+        backoff = Backoff("relaying progress through the database", log, every_s=self.every_s, longest_s=10.0)
         while True:
             try:
                 await self.round()
-            except Exception:  # the database is away for a moment: the next round catches up
-                log.exception("relaying progress through the database failed")
-            await asyncio.sleep(self.every_s)
+                wait = backoff.succeeded()
+            except Exception as e:  # the database is away for a moment: the next round catches up
+                wait = backoff.failed(e)
+            await asyncio.sleep(wait)
 
     async def round(self) -> None:
         """One write, read and cancel check."""

@@ -11,17 +11,25 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from bot.queue.api import RunnerQueue
 from bot.queue.runs import Run
+from storage.records import Claim
 
 log = logging.getLogger(__name__)
 
 MIN_SPEED_STEPS = 3  # fewer steps measure mostly the start-up time
 
 
+class CheckpointWriter(Protocol):
+    """What `write_checkpoints` needs of the queue."""
+
+    async def save_checkpoint(self, claim: Claim, data: bytes, *, step: int, frame: int) -> bool: ...
+
+
 async def write_checkpoints(
-    queue: RunnerQueue, run: Run, *, waits: tuple[float, float], give_up: Callable[[], bool]
+    queue: CheckpointWriter, run: Run, *, waits: tuple[float, float], give_up: Callable[[], bool]
 ) -> None:
     """Write `run.pending_checkpoint` until none waits. A failed write is tried again after a growing wait
     (`waits`: the first and the longest) unless a newer checkpoint replaced it meanwhile, or `give_up()` (a

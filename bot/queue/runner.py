@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
+from bot.queue.backoff import Backoff
 from bot.queue.device_health import EXIT_DEVICE_FAILED, EXIT_STUCK_THREAD, DeviceHealth
 from bot.queue.disk import is_disk_full
 from bot.queue.job_files import remove, work_path
@@ -170,16 +171,17 @@ class JobRunner:
     async def _device_loop(self, device: str) -> None:
         owner = f"{self.worker_id}/{device}"
         wake = self._wake[device]
+        backoff = Backoff(f"claiming a job on {device}", log, every_s=self.poll_s)
         while not self._stopping and self.health.exit_status is None:
             wake.clear()
             try:
                 claim = await self.queue.claim(owner, lease_s=self.lease_s, device=device)
-            except Exception:
-                log.exception("claiming a job on %s failed; retrying", device)
-                claim = None
+                wait = backoff.succeeded()
+            except Exception as e:  # the database is away: a claim not committed leaves the job queued
+                claim, wait = None, backoff.failed(e)
             if claim is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_s)
+                    await asyncio.wait_for(wake.wait(), wait)
                 continue
             run = await self._run(device, claim)
             if run.internal_error is not None:
@@ -405,14 +407,17 @@ class JobRunner:
         )
 
     async def _heartbeat(self, run: Run) -> None:
+        every_s = self.lease_s / 3  # its pace is kept while it fails: the lease has slack for two misses
+        backoff = Backoff(f"job {run.claim.job.id}: heartbeat", log, every_s=every_s, longest_s=every_s)
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(every_s)
             try:
                 state = await self.queue.renew_lease(
                     run.claim, lease_s=self.lease_s, step=run.step, frame=run.frame, heartbeat_at=run.last_iteration_at
                 )
-            except Exception:  # a busy database: try again at the next beat, the lease has slack
-                log.exception("job %s: heartbeat failed", run.claim.job.id)
+                backoff.succeeded()
+            except Exception as e:  # a busy or restarting database: try again at the next beat
+                backoff.failed(e)
                 continue
             if state is None:
                 run.lost = True
