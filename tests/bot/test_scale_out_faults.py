@@ -116,8 +116,20 @@ async def _ended(cluster: Cluster, job_id: int) -> list[JobRecord] | None:
     return jobs if jobs[0].finished else None
 
 
+@pytest.mark.parametrize(
+    "how",
+    [
+        "cut_off",
+        pytest.param(
+            "restart",
+            marks=pytest.mark.skipif(
+                not postgres.RESTART, reason="VQBOT_TEST_PG_RESTART unset: a real restart drops every session"
+            ),
+        ),
+    ],
+)
 async def test_the_database_going_away_mid_run_loses_nothing_and_posts_nothing_twice(
-    fake: FakeDiscord, tmp_path: Path, database: str
+    fake: FakeDiscord, tmp_path: Path, database: str, how: str
 ) -> None:
     # a lease longer than the outage: no job is taken over for a heartbeat the database could not take
     cluster = Cluster(fake, tmp_path, database, BOT_LEASE_SECONDS="45")
@@ -130,16 +142,13 @@ async def test_the_database_going_away_mid_run_loses_nothing_and_posts_nothing_t
         await asyncio.gather(w1.gate.held(), w2.gate.held())
         ids.append(await submit(fake, CAROL, "a tunnel"))  # queued: claimed once a worker is free
 
-        assert await postgres.cut_off(database) > 0
-        try:
+        async with postgres.outage(database, how):
             for worker in (w1, w2):
                 worker.gate.release()  # the held jobs finish while their ends cannot be recorded
             refused = await fake.slash("imagine", user_id=CAROL, prompt="a moon", iterations=8)
             answer = await reply_with(fake, refused, "database", within=60.0)
             assert "try again" in answer
             await asyncio.sleep(OUTAGE_S)
-        finally:
-            await postgres.reconnectable(database)
 
         await eventually(lambda: all(results_of(fake, ids).values()), 180.0, "every accepted job's result")
         ids.append(await submit(fake, CAROL, "a moon"))  # the front-end takes jobs again by itself
