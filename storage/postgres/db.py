@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 
 from storage.postgres.migrations import LATEST, migrate
-from storage.store import DiskFull, StoreUnavailable
+from storage.store import DiskFull, StoreError, StoreUnavailable
 
 DISK_FULL = "53100"  # SQLSTATE disk_full: a write (or a sort's temporary file) found no room
 CLAIM_LOCK = 0x7671_636C_6169  # pg_advisory_xact_lock key: one claim at a time over every process
@@ -41,7 +41,8 @@ async def connection(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection for reads (each statement its own snapshot), with a full disk reported as `DiskFull`."""
     with disk_full_as_store_error():
         async with pool.acquire() as conn:
-            yield conn
+            with closed_as_unavailable(conn):
+                yield conn
 
 
 @contextlib.asynccontextmanager
@@ -52,8 +53,10 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     the bot can tell it from a bug and refuse new work until space returns, as with SQLite.
     """
     with disk_full_as_store_error():
-        async with pool.acquire() as conn, conn.transaction():
-            yield conn
+        async with pool.acquire() as conn:
+            with closed_as_unavailable(conn):
+                async with conn.transaction():
+                    yield conn
 
 
 @contextlib.contextmanager
@@ -70,6 +73,18 @@ def disk_full_as_store_error() -> Iterator[None]:
         raise
     except (OSError, asyncpg.InterfaceError) as e:
         if is_connection_error(e):
+            raise StoreUnavailable(f"the database cannot be reached: {e!r}") from e
+        raise
+
+
+@contextlib.contextmanager
+def closed_as_unavailable(conn: asyncpg.Connection) -> Iterator[None]:
+    """Any error that leaves `conn` closed is `StoreUnavailable`: a backend terminated while the connection sat in
+    the pool can surface as asyncpg's InternalClientError at the next query instead of a connection error."""
+    try:
+        yield
+    except Exception as e:
+        if not isinstance(e, StoreError) and conn.is_closed():
             raise StoreUnavailable(f"the database cannot be reached: {e!r}") from e
         raise
 
