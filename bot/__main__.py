@@ -26,13 +26,14 @@ from bot import migrate_db
 from bot.app import point_at
 from bot.config import BotConfig, clip_for
 from bot.logs import setup_logging
-from bot.metrics_server import MetricsConfig
+from bot.metrics import BotMetrics, Health
+from bot.metrics_server import MetricsConfig, MetricsServer
 from bot.queue.admission import AdmissionLimits, estimate_memory_gb
 from bot.queue.api import Renderer
 from bot.queue.device_health import EXIT_STUCK_THREAD
 from bot.queue.runner import JobRunner
 from bot.queue.runs import RunnerConfig
-from bot.queue.service import QueueConfig
+from bot.queue.service import JobQueue, QueueConfig
 from bot.queue.worker_beat import WorkerBeat
 from bot.queue.worker_slot import hold_worker_slot
 from bot.services import ServiceConfig, build_services, open_queue
@@ -280,7 +281,10 @@ async def run_worker(settings: Settings, *, make_renderer: RendererFromSettings 
             queue, lambda device: build(device, settings), config.queue.devices, config.data_dir, config.runner
         )
         beat = WorkerBeat(queue.store, runner.worker_id, runner.devices, lease_s=runner.lease_s)
+        metrics = worker_metrics(queue, runner, config)
         try:
+            if metrics is not None:
+                await metrics.start()  # before the renderers load: /healthz says 503 until the devices run
             await runner.start()
             await beat.start()
             waiters = [asyncio.create_task(w.wait()) for w in (stop, runner.exit_requested)]
@@ -292,7 +296,19 @@ async def run_worker(settings: Settings, *, make_renderer: RendererFromSettings 
             await runner.drain()
             await beat.stop()
             await queue.flush_events(limit_s=5.0)
+            if metrics is not None:
+                await metrics.stop()
     return status or 0
+
+
+def worker_metrics(queue: JobQueue, runner: JobRunner, config: ServiceConfig) -> MetricsServer | None:
+    """A worker's `/metrics` and `/healthz` with BOT_METRICS_PORT (None without): its jobs' metrics, and its
+    devices' health (it has no gateway)."""
+    if config.metrics is None:
+        return None
+    metrics = BotMetrics(queue.store, config.data_dir, lambda: Health(gateway=None, devices=runner.device_health()))
+    queue.subscribe(metrics)
+    return MetricsServer(metrics, config.metrics)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -28,7 +28,7 @@ from bot.errors import MissingPermissions, NotHere, UserError
 from bot.queue.api import QueueError, RenderQueue
 from bot.server_settings import ServerLimits, ServerSettings
 from engine.errors import InvalidJob
-from storage.store import GuildSettingsStore
+from storage.store import GuildSettingsStore, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,9 @@ async def reply_error(interaction: discord.Interaction[Any], error: BaseExceptio
     if isinstance(error, UserError | QueueError | InvalidJob):
         message = texts.without_paths(str(error))  # an engine message may name a file: never its folder
         log.info("refused %s for member %s: %s", _name(interaction), interaction.user.id, message)
+    elif isinstance(error, StoreUnavailable):  # a restart or a network fault: the pool reconnects by itself
+        log.warning("%s for member %s: %s", _name(interaction), interaction.user.id, error)
+        message = texts.DATABASE_AWAY
     else:
         log.error("%s failed for member %s", _name(interaction), interaction.user.id, exc_info=error)
         message = "Something went wrong; it has been logged."

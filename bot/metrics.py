@@ -75,14 +75,15 @@ def failure_kind(error: str | None) -> str:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Health:
-    """What `/healthz` answers: the gateway is connected and every device's loop is alive."""
+    """What `/healthz` answers: the gateway is connected and every device's loop is alive. A render worker has no
+    gateway (`gateway` None): it is healthy when its devices are."""
 
-    gateway: bool
+    gateway: bool | None
     devices: Mapping[str, bool]
 
     @property
     def ok(self) -> bool:
-        return self.gateway and all(self.devices.values())
+        return self.gateway is not False and all(self.devices.values())
 
 
 HealthCheck = Callable[[], Health]
@@ -221,9 +222,10 @@ class BotMetrics:
             )
         if self.health is not None:
             health = self.health()
-            yield GaugeMetricFamily(
-                "vqbot_gateway_connected", "1 while the Discord gateway is connected", value=float(health.gateway)
-            )
+            if health.gateway is not None:  # a worker has none
+                yield GaugeMetricFamily(
+                    "vqbot_gateway_connected", "1 while the Discord gateway is connected", value=float(health.gateway)
+                )
             alive = GaugeMetricFamily("vqbot_device_alive", "1 while the device's loop runs", labels=["device"])
             for device, ok in sorted(health.devices.items()):
                 alive.add_metric([device], float(ok))

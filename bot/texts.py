@@ -15,6 +15,7 @@ from storage.records import UNDELIVERABLE, JobRecord
 CONTENT_LIMIT = 2000  # characters in a message's content (docs/discord.md, "Messages")
 PROMPT_ECHO_LIMIT = 300  # echoed prompts are cut here; the full prompt is in the database and /job
 QUEUE_LINES = 15  # /queue lists this many of the server's jobs (and every one of the member's)
+DATABASE_AWAY = "The job database cannot be reached right now (it may be restarting); please try again in a minute."
 
 KIND_NAMES = {
     JobKind.IMAGE: "image",

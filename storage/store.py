@@ -48,6 +48,11 @@ class DiskFull(StoreError):
     """A write failed because the disk (or the database's quota) is full; nothing was written."""
 
 
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (restarting, a dropped connection, the network): nothing is known
+    to have been written; the same call may succeed a moment later, once the connection is made again."""
+
+
 class AlreadySubmitted(StoreError):
     """A job was already made for this interaction: `job` is it (one job per interaction, whatever its ack did)."""
 

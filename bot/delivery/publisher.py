@@ -14,6 +14,7 @@ from bot.config import BotConfig
 from bot.delivery.results import ResultPoster
 from bot.delivery.status import StatusMessages
 from bot.queue.api import ProgressUpdate, RenderQueue
+from bot.queue.backoff import Backoff
 from storage.records import JobRecord
 
 log = logging.getLogger(__name__)
@@ -81,12 +82,15 @@ class DiscordPublisher:
         """Post, every `every_s`, the results that render workers in other processes finished (this process hears
         of its own runner's, `local_worker`, through the queue's events). A job is posted once: each goes through
         `on_finished` at most once here, and jobs this process already tried are left alone."""
+        backoff = Backoff("polling for finished results", log, every_s=every_s)
+        wait = every_s
         while True:
-            await asyncio.sleep(every_s)
+            await asyncio.sleep(wait)
             try:
                 pending = await self._queue.undelivered()
-            except Exception:
-                log.exception("polling for finished results failed; trying again")
+                wait = backoff.succeeded()
+            except Exception as e:  # the database is away: the pool connects again at the next poll
+                wait = backoff.failed(e)
                 continue
             for job in pending:
                 if self.results.tried(job.id) or (local_worker is not None and job.worker_id == local_worker):

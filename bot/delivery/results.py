@@ -29,15 +29,18 @@ from bot.delivery.discord_codes import ARCHIVED_THREAD, ENTITY_TOO_LARGE, NO_ACC
 from bot.delivery.fitting import fit_for_upload
 from bot.delivery.rate_limits import RATE_LIMITS, retry_after, wait_for
 from bot.queue.api import RenderQueue
+from bot.queue.runs import write_until_done
 from engine.errors import InvalidJob
 from engine.jobs import JobStatus
 from storage.records import UNDELIVERABLE, JobRecord
+from storage.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
 
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024  # a server without boosts (docs/discord.md, "Uploads")
 HEADROOM = 0.95  # the multipart body carries the content and components too
 _NETWORK_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+MARK_RETRY_S = (1.0, 30.0)  # first and longest wait between tries to record a posted result
 
 
 class _NotPosted(Exception):
@@ -54,6 +57,10 @@ class _TryAgain(_NotPosted):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class _DatabaseAway(_NotPosted):
+    """The result's file could not be read from the database (restarting, a dropped connection): nothing posted."""
 
 
 class _ArchivedThread(Exception):
@@ -139,12 +146,29 @@ class ResultPoster:
                 RATE_LIMITS.hit("result")
             log.warning("job %s: result not posted (%s)", job.id, e)
             return e
+        except _DatabaseAway as e:  # nothing was posted: the results poll tries it again (the pool reconnects)
+            log.warning("job %s: result not posted yet (%s); trying again at the next poll", job.id, e)
+            self._tried.discard(job.id)
+            return None
         except _NotPosted as e:
             log.warning("job %s: result not posted (%s); posted again at the next start", job.id, e)
             return None
-        await self._queue.mark_delivered(job.id, message_id)
+        await self._mark_delivered(job, message_id)
         self._on_delivered(job.id)
         return None
+
+    async def _mark_delivered(self, job: JobRecord, message_id: int) -> None:
+        """Record the post; while the database is away, try again (growing waits): a post not recorded would be
+        posted a second time at the next start."""
+
+        def failed(e: Exception, wait: float) -> None:
+            if not isinstance(e, StoreUnavailable):
+                raise e
+            log.warning("job %s: result posted but not recorded yet (%s); trying again in %.0f s", job.id, e, wait)
+
+        await write_until_done(
+            lambda: self._queue.mark_delivered(job.id, message_id), waits=MARK_RETRY_S, on_failure=failed
+        )
 
     def _next_wait(self, again: _TryAgain, failures: int) -> float | None:
         """How long before the next try; None once the retries for failures other than rate limits are spent."""
@@ -209,7 +233,10 @@ class ResultPoster:
             if job.state is JobStatus.CANCELLED:
                 return self._status_message_of(job.id) or UNDELIVERABLE  # nothing to post; the status message says it
             return await self._send(post, texts.failure_text(job))
-        path = await self._queue.result_file(job) or Path(job.result_paths[0])
+        try:
+            path = await self._queue.result_file(job) or Path(job.result_paths[0])
+        except StoreUnavailable as e:  # its file is in the database, which is away for a moment
+            raise _DatabaseAway(str(e)) from e
         if not await asyncio.to_thread(path.exists):
             log.error("job %s: result file %s is missing", job.id, path)
             return await self._send(

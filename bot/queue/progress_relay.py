@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bot.queue.api import ProgressUpdate
+from bot.queue.backoff import Backoff
 from bot.queue.events import EventHub
 from storage.records import ProgressRecord
 from storage.store import ProgressBoard
@@ -40,6 +41,7 @@ class ProgressRelay:
         self._clock = clock
         self._pending: dict[int, ProgressUpdate] = {}
         self._seen: dict[int, tuple[int, int, int]] = {}  # remote job -> (step, frame, preview version)
+        self._told: set[int] = set()  # local jobs whose cancel was passed on (logged once)
 
     def note(self, update: ProgressUpdate) -> None:
         """A local job's progress, to be written at the next round (a preview not yet written is kept)."""
@@ -49,12 +51,14 @@ class ProgressRelay:
         self._pending[update.job_id] = update
 
     async def run(self) -> None:
+        backoff = Backoff("relaying progress through the database", log, every_s=self.every_s, longest_s=10.0)
         while True:
             try:
                 await self.round()
-            except Exception:  # the database is away for a moment: the next round catches up
-                log.exception("relaying progress through the database failed")
-            await asyncio.sleep(self.every_s)
+                wait = backoff.succeeded()
+            except Exception as e:  # the database is away for a moment: the next round catches up
+                wait = backoff.failed(e)
+            await asyncio.sleep(wait)
 
     async def round(self) -> None:
         """One write, read and cancel check."""
@@ -63,8 +67,12 @@ class ProgressRelay:
             if update.job_id in self.hub.local:
                 await self.board.put(_record(update), now=self._clock())
         await self._read()
+        self._told &= set(self.hub.local)
         if self.hub.local:
             for job_id in await self.board.cancel_requested(sorted(self.hub.local)):
+                if job_id not in self._told:
+                    log.info("job %s: cancel requested through the database; stopping it", job_id)
+                    self._told.add(job_id)
                 self._cancel(job_id)
 
     async def _read(self) -> None:

@@ -21,20 +21,23 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.queue.api import ProgressUpdate, Renderer, RunnerQueue
+from bot.queue.backoff import Backoff
 from bot.queue.device_health import EXIT_DEVICE_FAILED, EXIT_STUCK_THREAD, DeviceHealth
 from bot.queue.disk import is_disk_full
 from bot.queue.job_files import remove, work_path
+from bot.queue.run_writes import record_speed, write_checkpoints
 from bot.queue.runs import Run, RunnerConfig, output_path, write_until_done
 from bot.queue.watchdog import Stalled, watch_render
 from engine.errors import Cancelled, EngineError, ModelLoadError, StaleCheckpoint
 from engine.jobs import Artifact, JobStatus, Progress
-from storage.records import Claim, JobRecord
+from storage.records import Claim
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 RendererFactory = Callable[[str], Renderer]  # device -> its renderer, called on the device's thread
 
 
@@ -168,16 +171,17 @@ class JobRunner:
     async def _device_loop(self, device: str) -> None:
         owner = f"{self.worker_id}/{device}"
         wake = self._wake[device]
+        backoff = Backoff(f"claiming a job on {device}", log, every_s=self.poll_s)
         while not self._stopping and self.health.exit_status is None:
             wake.clear()
             try:
                 claim = await self.queue.claim(owner, lease_s=self.lease_s, device=device)
-            except Exception:
-                log.exception("claiming a job on %s failed; retrying", device)
-                claim = None
+                wait = backoff.succeeded()
+            except Exception as e:  # the database is away: a claim not committed leaves the job queued
+                claim, wait = None, backoff.failed(e)
             if claim is None:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), self.poll_s)
+                    await asyncio.wait_for(wake.wait(), wait)
                 continue
             run = await self._run(device, claim)
             if run.internal_error is not None:
@@ -352,7 +356,7 @@ class JobRunner:
             await self._give_back(run, gpu_seconds)
             return
         if artifact is not None:
-            self._record_speed(run, artifact)
+            record_speed(self.queue, run, artifact.steps_done)
         fields: dict[str, Any]
         if error is not None:
             state, fields = JobStatus.FAILED, {"step": run.step, "frame": run.frame, "error": error}
@@ -370,7 +374,7 @@ class JobRunner:
             return
         log.info("job %s %s after %.1f s on %s", job.id, record.state, gpu_seconds, run.device)
 
-    async def _until_recorded(self, run: Run, write: Callable[[], Awaitable[JobRecord | None]]) -> JobRecord | None:
+    async def _until_recorded(self, run: Run, write: Callable[[], Awaitable[T]]) -> T:
         def failed(e: Exception, wait: float) -> None:
             if self._stopping:  # a shutdown does not wait for the database; the lease runs out
                 raise e
@@ -386,9 +390,12 @@ class JobRunner:
         claim = run.claim
         if run.drain_checkpoint is not None:
             data, step, frame = run.drain_checkpoint
-            await self.queue.save_checkpoint(claim, data, step=step, frame=frame)
-        released = await self.queue.release(
-            claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, interrupted=interrupted
+            await self._until_recorded(run, lambda: self.queue.save_checkpoint(claim, data, step=step, frame=frame))
+        released = await self._until_recorded(
+            run,
+            lambda: self.queue.release(
+                claim, gpu_seconds=gpu_seconds, step=run.step, frame=run.frame, interrupted=interrupted
+            ),
         )
         await asyncio.to_thread(remove, run.output.parent)
         log.info(
@@ -399,24 +406,18 @@ class JobRunner:
             "" if released else ", lease lost",
         )
 
-    def _record_speed(self, run: Run, artifact: Artifact) -> None:
-        steps = artifact.steps_done - run.first_step
-        if steps >= 3:  # fewer is mostly start-up time
-            seconds = (time.monotonic() - run.started) / steps
-            task = asyncio.get_running_loop().create_task(
-                self.queue.record_speed(run.claim.job.spec, run.device, seconds)
-            )
-            task.add_done_callback(_log_failure)
-
     async def _heartbeat(self, run: Run) -> None:
+        every_s = self.lease_s / 3  # its pace is kept while it fails: the lease has slack for two misses
+        backoff = Backoff(f"job {run.claim.job.id}: heartbeat", log, every_s=every_s, longest_s=every_s)
         while True:
-            await asyncio.sleep(self.lease_s / 3)
+            await asyncio.sleep(every_s)
             try:
                 state = await self.queue.renew_lease(
                     run.claim, lease_s=self.lease_s, step=run.step, frame=run.frame, heartbeat_at=run.last_iteration_at
                 )
-            except Exception:  # a busy database: try again at the next beat, the lease has slack
-                log.exception("job %s: heartbeat failed", run.claim.job.id)
+                backoff.succeeded()
+            except Exception as e:  # a busy or restarting database: try again at the next beat
+                backoff.failed(e)
                 continue
             if state is None:
                 run.lost = True
@@ -474,24 +475,5 @@ class JobRunner:
         """On the loop: keep only the newest checkpoint waiting; one writer task per job."""
         run.pending_checkpoint = checkpoint
         if run.writer is None or run.writer.done():
-            run.writer = asyncio.get_running_loop().create_task(self._write_checkpoints(run))
-
-    async def _write_checkpoints(self, run: Run) -> None:
-        while run.pending_checkpoint is not None:
-            data, step, frame = run.pending_checkpoint
-            run.pending_checkpoint = None
-            try:
-                ok = await self.queue.save_checkpoint(run.claim, data, step=step, frame=frame)
-            except Exception:
-                log.exception("job %s: saving a checkpoint failed", run.claim.job.id)
-                continue
-            if not ok:
-                run.lost = True
-                run.cancel.set()
-                return
-            log.debug("job %s: checkpoint at step %d", run.claim.job.id, step)
-
-
-def _log_failure(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("recording a speed failed", exc_info=task.exception())
+            writes = write_checkpoints(self.queue, run, waits=self.finish_retry_s, give_up=lambda: self._stopping)
+            run.writer = asyncio.get_running_loop().create_task(writes)

@@ -131,8 +131,8 @@ class JobQueue:
             await asyncio.sleep(self.config.housekeeping_every_s)
             try:
                 await self.housekeep()
-            except Exception:  # a busy database or a full disk: the next round tries again
-                log.exception("housekeeping the data directory failed")
+            except Exception as e:  # a busy or restarting database, or a full disk: the next round tries again
+                log.error("housekeeping the data directory failed; trying again in an hour", exc_info=e)
 
     async def flush_events(self, limit_s: float | None = None) -> None:
         """Wait until the subscribers' `on_started`/`on_finished` calls made so far have returned."""

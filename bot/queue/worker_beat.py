@@ -13,6 +13,7 @@ import socket
 import time
 from collections.abc import Callable, Sequence
 
+from bot.queue.backoff import Backoff
 from storage.records import WorkerRecord
 from storage.store import JobStore
 
@@ -68,12 +69,15 @@ class WorkerBeat:
         await self.store.upsert_worker(row)
 
     async def _every(self) -> None:
+        # the beat keeps its pace while it fails ("alive" has slack); the backoff only logs
+        backoff = Backoff(f"worker {self.worker_id}: heartbeat", log, every_s=self.every_s, longest_s=self.every_s)
         while True:
             await asyncio.sleep(self.every_s)
             try:
                 await self.beat()
-            except Exception:  # a busy database: the next beat tries again, "alive" has slack
-                log.exception("worker %s: heartbeat failed", self.worker_id)
+                backoff.succeeded()
+            except Exception as e:  # a busy or restarting database: the next beat tries again
+                backoff.failed(e)
 
     async def stop(self) -> None:
         if self._task is not None:

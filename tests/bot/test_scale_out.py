@@ -8,97 +8,30 @@ Skips without a PostgreSQL server (fails instead under VQBOT_REQUIRE_POSTGRES=1)
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import pytest
 
-from storage.factory import open_store
-from storage.records import JobRecord
-from tests.support import postgres
 from tests.support.bot_harness import ALICE, BOB, CAROL, reply_with
-from tests.support.bot_process import BotProcess, WorkerProcess
+from tests.support.cluster import POLL_FOR_DUPLICATES_S, Cluster, fresh_database, results_of, submit
 from tests.support.fake_discord import FakeDiscord
 from tests.support.waiting import eventually
-
-PASSWORD = "hunter22-not-logged"  # the local server trusts its clients and never asks for it; the logs must not show it
-LEASE_S = "4"  # short, so a killed worker's job is taken over soon; heartbeats come every third of it
-POLL_FOR_DUPLICATES_S = 7.0  # a few of the front-end's result polls: a second post would show by then
 
 
 @pytest.fixture
 def database() -> Iterator[str]:
-    try:
-        name = postgres.run_sync(postgres.migrated_database())
-    except Exception as e:  # no server, no role, asyncpg missing: nothing to test on
-        postgres.unavailable(f"{type(e).__name__}: {e}")
-    try:
-        yield with_password(postgres.database_url(name))
-    finally:
-        postgres.run_sync(postgres.drop_database(name))
-
-
-def with_password(url: str) -> str:
-    """`url` with `PASSWORD` when it has none (a server that checks passwords comes with its own)."""
-    parts = urlsplit(url)
-    if parts.password is not None or parts.username is None:
-        return url
-    netloc = f"{parts.username}:{PASSWORD}@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
-class Cluster:
-    """The front-end and the workers, each in its own folder (its own BOT_DATA_DIR and gate)."""
-
-    def __init__(self, fake: FakeDiscord, root: Path, url: str) -> None:
-        shared = {"BOT_DATABASE_URL": url, "BOT_LEASE_SECONDS": LEASE_S}
-        self.front = BotProcess(fake, root / "front" / "data", root / "front.log", ENGINE_DEVICE="none", **shared)
-        self.workers = {
-            name: WorkerProcess(fake, root / name / "data", root / f"{name}.log", BOT_WORKER_ID=name, **shared)
-            for name in ("w1", "w2")
-        }
-        self.url = url
-
-    async def stop(self) -> None:
-        for process in (self.front, *self.workers.values()):
-            process.gate.release()
-            await process.kill()
-
-    async def jobs(self, ids: list[int]) -> list[JobRecord]:
-        store = await open_store(self.url)
-        try:
-            return list(await store.many(ids))
-        finally:
-            await store.close()
+    yield from fresh_database()
 
 
 @pytest.fixture
 async def cluster(fake: FakeDiscord, tmp_path: Path, database: str) -> AsyncIterator[Cluster]:
     made = Cluster(fake, tmp_path, database)
-    for process in (made.front, *made.workers.values()):
-        process.data_dir.mkdir(parents=True)
     try:
         yield made
     finally:
         await made.stop()
-
-
-def job_id_in(ack: str) -> int:
-    match = re.search(r"#(\d+)", ack)
-    assert match, ack
-    return int(match.group(1))
-
-
-async def submit(fake: FakeDiscord, user_id: int, prompt: str) -> int:
-    sent = await fake.slash("imagine", user_id=user_id, prompt=prompt, iterations=8)
-    return job_id_in(await reply_with(fake, sent, "accepted", within=60.0))
-
-
-def results_of(fake: FakeDiscord, ids: list[int]) -> dict[int, list[dict[str, Any]]]:
-    return {job_id: fake.results(job_id) for job_id in ids}
 
 
 async def test_members_jobs_spread_over_two_workers_and_are_posted_once_by_the_front_end(

@@ -8,9 +8,13 @@ one). When it cannot be reached the PostgreSQL tests skip with the reason, unles
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
-from collections.abc import Coroutine
+import shlex
+import subprocess
+import time
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -96,3 +100,73 @@ async def empty(url: str) -> None:
         await conn.execute(f"TRUNCATE {TABLES} RESTART IDENTITY")
     finally:
         await conn.close()
+
+
+async def cut_off(url: str) -> int:
+    """What a server restart does to the clients of database `url`, kept up until `reconnectable`: new
+    connections are refused and every open one is dropped. The number of connections dropped."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        dropped = await conn.fetchval(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
+            name,
+        )
+    finally:
+        await conn.close()
+    return int(dropped)
+
+
+async def reconnectable(url: str) -> None:
+    """Undo `cut_off`: database `url` takes connections again."""
+    import asyncpg
+
+    name = urlsplit(url).path.lstrip("/")
+    conn = await asyncpg.connect(ADMIN_URL, timeout=5)
+    try:
+        await conn.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+    finally:
+        await conn.close()
+
+
+RESTART = os.environ.get("VQBOT_TEST_PG_RESTART")  # e.g. "pg_ctlcluster 15 main": the real restart, opt-in
+
+
+@contextlib.asynccontextmanager
+async def outage(url: str, how: str) -> AsyncIterator[None]:
+    """Database `url` is away inside the block. "cut_off": only it (`cut_off`, then `reconnectable`), harmless to
+    the other sessions on the server; "restart": the whole server is stopped and started again with
+    `VQBOT_TEST_PG_RESTART`'s command (+ stop / start), which drops every session on it, so it is opt-in."""
+    if how == "cut_off":
+        assert await cut_off(url) > 0
+        try:
+            yield
+        finally:
+            await reconnectable(url)
+        return
+    assert RESTART, "VQBOT_TEST_PG_RESTART names the server's control command"
+    await asyncio.to_thread(subprocess.run, [*shlex.split(RESTART), "stop"], check=True, timeout=60)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(subprocess.run, [*shlex.split(RESTART), "start"], check=True, timeout=60)
+        await _reachable(url)
+
+
+async def _reachable(url: str, within: float = 60.0) -> None:
+    import asyncpg
+
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            conn = await asyncpg.connect(url, timeout=5)
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+            continue
+        await conn.close()
+        return
