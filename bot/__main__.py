@@ -306,7 +306,12 @@ def worker_metrics(queue: JobQueue, runner: JobRunner, config: ServiceConfig) ->
     devices' health (it has no gateway)."""
     if config.metrics is None:
         return None
-    metrics = BotMetrics(queue.store, config.data_dir, lambda: Health(gateway=None, devices=runner.device_health()))
+    metrics = BotMetrics(
+        queue.store,
+        config.data_dir,
+        lambda: Health(gateway=None, devices=runner.device_health()),
+        lease_s=config.queue.lease_s,
+    )
     queue.subscribe(metrics)
     return MetricsServer(metrics, config.metrics)
 

@@ -24,6 +24,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from bot.queue.api import ProgressUpdate
+from bot.queue.worker_beat import alive, known
 from engine.jobs import JobStatus
 from storage.records import JobRecord
 from storage.store import JobStore
@@ -96,6 +97,7 @@ class _Snapshot:
     counts: dict[tuple[str, int | None], int] = dataclasses.field(default_factory=dict)
     disk_free: float | None = None
     disk_total: float | None = None
+    workers: tuple[tuple[str, str, bool], ...] = ()  # (worker id, host, alive) of those seen in the last day
 
 
 class _RateLimitLog(logging.Handler):
@@ -117,8 +119,10 @@ class _RateLimitLog(logging.Handler):
 class BotMetrics:
     """Every metric of one bot; a `JobEvents` subscriber of its queue, and a collector of store and disk values."""
 
-    def __init__(self, store: JobStore, data_dir: Path, health: HealthCheck | None = None) -> None:
-        self.store, self.data_dir, self.health = store, Path(data_dir), health
+    def __init__(
+        self, store: JobStore, data_dir: Path, health: HealthCheck | None = None, *, lease_s: float = 30.0
+    ) -> None:
+        self.store, self.data_dir, self.health, self.lease_s = store, Path(data_dir), health, lease_s
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         self.wait = Histogram(
@@ -200,7 +204,10 @@ class BotMetrics:
         except OSError as e:
             log.warning("metrics: cannot read the free space of %s: %s", self.data_dir, e)
             disk = (None, None)
-        self._snapshot = _Snapshot(counts, *disk)
+        now = time.time()
+        seen = known(await self.store.workers(), now=now)
+        up = {w.worker_id for w in alive(seen, now=now, lease_s=self.lease_s)}
+        self._snapshot = _Snapshot(counts, *disk, tuple((w.worker_id, w.host, w.worker_id in up) for w in seen))
 
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot
@@ -220,6 +227,15 @@ class BotMetrics:
             yield GaugeMetricFamily(
                 "vqbot_disk_total_bytes", "Size of the file system of BOT_DATA_DIR", value=snap.disk_total
             )
+        if snap.workers:
+            workers = GaugeMetricFamily(
+                "vqbot_worker_up",
+                "1 while a render worker's heartbeat is recent (seen in the last day)",
+                labels=["worker", "host"],
+            )
+            for worker_id, host, up in snap.workers:
+                workers.add_metric([worker_id, host], float(up))
+            yield workers
         if self.health is not None:
             health = self.health()
             if health.gateway is not None:  # a worker has none

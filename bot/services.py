@@ -124,7 +124,7 @@ async def build_services(
         bot = VQBot(bot_config, queue, queue.store, on_setup=setup, file_check=file_check, **bot_options)
         server = None
         if config.metrics is not None:
-            metrics = BotMetrics(queue.store, config.data_dir)
+            metrics = BotMetrics(queue.store, config.data_dir, lease_s=config.queue.lease_s)
             queue.subscribe(metrics)
             server = MetricsServer(metrics, config.metrics)
         services = Services(queue.store, queue, runner, bot, server, beat)

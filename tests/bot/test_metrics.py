@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot.metrics import record_rate_limit
+from bot.metrics import BotMetrics, record_rate_limit
 from bot.metrics_server import MetricsConfig
 from bot.queue.api import Renderer
 from engine.jobs import Artifact, JobSpec
+from storage.records import WorkerRecord
+from storage.sqlite.store import SqliteJobStore
 from tests.support.bot_harness import ALICE, BOB, DAVE, make_config, reply_with, running_bot
 from tests.support.bot_process import BotProcess
 from tests.support.fake_discord import FakeDiscord
@@ -201,3 +204,19 @@ async def test_python_m_bot_serves_metrics_from_its_settings_and_refuses_what_en
 
 async def healthy(url: str) -> bool:
     return (await healthz(url))[0] == 200
+
+
+async def test_render_workers_seen_in_the_last_day_are_reported_up_or_down(tmp_path: Path) -> None:
+    store = await SqliteJobStore.open(tmp_path / "jobs.sqlite3")
+    try:
+        now = time.time()
+        for worker_id, beat in (("gpu-a", now - 5), ("gpu-b", now - 600), ("retired", now - 3 * 86400)):
+            await store.upsert_worker(
+                WorkerRecord(worker_id=worker_id, host="h", devices=("cuda:0",), started_at=beat, heartbeat_at=beat)
+            )
+        metrics = BotMetrics(store, tmp_path, lease_s=30.0)
+        await metrics.refresh()
+        (family,) = [m for m in metrics.collect() if m.name == "vqbot_worker_up"]
+        assert {s.labels["worker"]: s.value for s in family.samples} == {"gpu-a": 1.0, "gpu-b": 0.0}
+    finally:
+        await store.close()
