@@ -56,17 +56,23 @@ async def test_the_front_end_killed_while_workers_render_posts_their_results_onc
     for job_id in (done_meanwhile, still_running):
         await eventually(lambda j=job_id: "rendering" in status_message(fake, j)["content"], 60.0, "both running")
 
+    # which worker holds which job is the claims' business: find out rather than assume
+    finishing, rendering = (
+        cluster.workers[j.worker_id or ""] for j in await cluster.jobs([done_meanwhile, still_running])
+    )
+    assert {finishing, rendering} == {w1, w2}
+
     await cluster.front.kill()  # SIGKILL: no drain, no goodbye
-    w1.gate.release()  # one job finishes while nobody is there to post it; the other renders on
+    finishing.gate.release()  # one job finishes while nobody is there to post it; the other renders on
     (job,) = await eventually(lambda: _done(cluster, [done_meanwhile]), 120.0, "the job finished without a front-end")
     assert not job.delivered
     assert not fake.results(done_meanwhile)
 
     await cluster.front.start()
     await eventually(lambda: fake.results(done_meanwhile), 120.0, "the result finished meanwhile")
-    w2.gate.hold_at(3)  # a little further: the running job's status message shows it
+    rendering.gate.hold_at(3)  # a little further: the running job's status message shows it
     await eventually(lambda: status_edits(fake, still_running, "(3/"), 60.0, "progress again after the return")
-    w2.gate.release()
+    rendering.gate.release()
     ids = [done_meanwhile, still_running]
     await eventually(lambda: all(results_of(fake, ids).values()), 120.0, "both results")
     await asyncio.sleep(POLL_FOR_DUPLICATES_S)
