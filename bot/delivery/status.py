@@ -59,6 +59,7 @@ class StatusMessages:
         self._preview_s, self._channel_s, self._max_wait_s = preview_seconds, channel_seconds, rate_limit_max_wait_s
         self._jobs: dict[int, JobRecord] = {}
         self._status_ids: dict[int, int] = {}
+        self._posting: set[int] = set()  # jobs whose status message is being posted
         self._positions: dict[int, int] = {}  # the queue position each queued job's status message shows
         self._slots: dict[int, _Slot] = {}
         self._wake: dict[int, asyncio.Event] = {}
@@ -101,11 +102,13 @@ class StatusMessages:
     # ---- posting ---------------------------------------------------------------------------------
 
     async def post_status(self, job: JobRecord, *, position: int | None, eta_done_s: float | None) -> None:
-        """Post the job's public status message with its Cancel button and store its id."""
+        """Post the job's public status message with its Cancel button and store its id (once: the command that
+        made the job and the recovery at a start can both ask for a job made just then)."""
         self.remember(job)
-        if job.owner.channel_id is None:
+        if job.owner.channel_id is None or job.id in self._posting or job.id in self._status_ids:
             return
         text = texts.status_text(job, position=position, eta_done_s=eta_done_s, now=time.time())
+        self._posting.add(job.id)
         try:
             message = await self._channel(job).send(text, view=views.status_view(job.id))
         except (discord.HTTPException, discord.RateLimited) as e:
@@ -116,6 +119,8 @@ class StatusMessages:
             else:
                 log.warning("job %s: status message not posted (%s)", job.id, e)
             return
+        finally:
+            self._posting.discard(job.id)
         self._status_ids[job.id] = message.id
         if position is not None:
             self._positions[job.id] = position

@@ -3,15 +3,20 @@ that are gone or refuse the bot marked undeliverable; an archived thread's resul
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 from pathlib import Path
 
 from bot.queue.api import JobNotFound
+from engine.jobs import JobSpec
+from storage.records import Owner
 from tests.support.bot_harness import ALICE, BOB, Harness, make_config, running_bot, status_edits, status_message
 from tests.support.fake_discord import FakeDiscord, Request
 from tests.support.files import size_of
 from tests.support.waiting import eventually
+
+SPEC = JobSpec(text_prompts="a lighthouse", width=64, height=64, iterations=5, vqgan_model="tiny", clip_model="tiny")
 
 CHANNEL_POSTS = r"/channels/\d+/messages$"
 SERVER_ERROR = {"code": 0, "message": "503: Service Unavailable"}
@@ -136,3 +141,15 @@ async def test_a_record_read_before_its_result_was_posted_is_not_posted_again(
         await h.bot.publisher.on_finished(stale)
         await h.settled()
     assert len(fake.results(1)) == 1
+
+
+async def test_a_job_asked_for_its_status_message_twice_at_once_gets_one(fake: FakeDiscord, tmp_path: Path) -> None:
+    """The command that made a job and the recovery at a start can both ask for the status of a job made just then."""
+    async with running_bot(fake, make_config(tmp_path), hold_at=1) as h:
+        entry = await h.queue.submit(Owner(user_id=ALICE, guild_id=fake.guild_id, channel_id=fake.channel_id), SPEC)
+        status = h.bot.publisher.status
+        await asyncio.gather(*(status.post_status(entry.job, position=1, eta_done_s=None) for _ in range(3)))
+        posted = [m for m in fake.channel_messages() if m["content"].startswith(f"**#{entry.job.id}**")]
+        assert len(posted) == 1
+        h.gate.release()
+        await eventually(lambda: "✅ done" in status_message(fake, entry.job.id)["content"], 30.0, "the final status")
