@@ -315,8 +315,8 @@ class StatusMessages:
             # Deleted, or edited too often while old: a fresh status message if still running.
             log.info("job %s: status message gone (code %s)", job.id, e.code)
             self._status_ids.pop(job.id, None)
-            if not final:
-                await self.post_status(job, position=None, eta_done_s=None)
+            if not final:  # posted outside this edit's lock: the new message's own final edit takes that lock
+                self._spawn(self.post_status(job, position=None, eta_done_s=None))
             else:
                 await self._queue.set_status_message(job.id, None)
         elif e.code in NO_ACCESS:
