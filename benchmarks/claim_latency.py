@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import secrets
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -108,20 +110,26 @@ async def bench(url: str, args: argparse.Namespace) -> None:
     print(f"CPU flags: {cpu_flags()}")
 
 
-async def with_fresh_postgres(admin_url: str, args: argparse.Namespace) -> None:
+@contextlib.asynccontextmanager
+async def fresh_postgres(admin_url: str) -> AsyncIterator[str]:
+    """The URL of a new database made through `admin_url`, dropped on exit (the benchmarks never reuse one)."""
     import asyncpg
 
     name = f"vqbot_bench_{secrets.token_hex(4)}"
     admin = await asyncpg.connect(admin_url)
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
-        parts = urlsplit(admin_url)
         try:
-            await bench(urlunsplit(parts._replace(path=f"/{name}")), args)
+            yield urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}"))
         finally:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+async def on_fresh_postgres(admin_url: str, args: argparse.Namespace) -> None:
+    async with fresh_postgres(admin_url) as url:
+        await bench(url, args)
 
 
 def main() -> None:
@@ -135,7 +143,7 @@ def main() -> None:
     parser.add_argument("--admin-url", default="postgresql://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
     if args.backend == "postgres":
-        asyncio.run(with_fresh_postgres(args.admin_url, args))
+        asyncio.run(on_fresh_postgres(args.admin_url, args))
         return
     with tempfile.TemporaryDirectory() as tmp:
         asyncio.run(bench(str(Path(tmp) / "jobs.sqlite3"), args))

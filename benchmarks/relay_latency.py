@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.claim_latency import cpu_flags
+from benchmarks.claim_latency import cpu_flags, fresh_postgres
 from benchmarks.loop_lag import percentile
 from bot.queue.api import ProgressUpdate
 from bot.queue.runner import JobRunner
@@ -112,19 +110,9 @@ async def bench(database: str | Path, tmp: Path, args: argparse.Namespace) -> No
     print(f"CPU flags: {cpu_flags()}")
 
 
-async def with_fresh_postgres(admin_url: str, tmp: Path, args: argparse.Namespace) -> None:
-    import asyncpg
-
-    name = f"vqbot_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(admin_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        try:
-            await bench(urlunsplit(urlsplit(admin_url)._replace(path=f"/{name}")), tmp, args)
-        finally:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+async def on_fresh_postgres(admin_url: str, tmp: Path, args: argparse.Namespace) -> None:
+    async with fresh_postgres(admin_url) as url:
+        await bench(url, tmp, args)
 
 
 def main() -> None:
@@ -137,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
         if args.backend == "postgres":
-            asyncio.run(with_fresh_postgres(args.admin_url, tmp, args))
+            asyncio.run(on_fresh_postgres(args.admin_url, tmp, args))
         else:
             asyncio.run(bench(tmp / "jobs.sqlite3", tmp, args))
 
