@@ -129,7 +129,9 @@ class StatusMessages:
         with contextlib.suppress(LookupError):
             latest = await self._queue.get(job.id)
             if latest.finished:
-                await self._final_edit(latest)
+                await self._final_edit(latest, message.id)  # by id: a result posted meanwhile forgot the job
+                if latest.result_message_id is not None:
+                    self.forget(job.id)  # as the result's delivery did, before this message existed
 
     async def _post_later(self, job_id: int, asked: float) -> None:
         """Post a rate-limited status message once the wait is over (not once the job's result is out)."""
@@ -140,10 +142,10 @@ class StatusMessages:
                 RATE_LIMITS.retried("status")
                 await self.post_status(job, position=None, eta_done_s=None)  # the refresh puts the position back
 
-    async def _final_edit(self, job: JobRecord) -> None:
+    async def _final_edit(self, job: JobRecord, message_id: int | None = None) -> None:
         """The finished job's last edit (no buttons); sent again after a rate limit, even once the result is out."""
-        message_id = self._status_ids.get(job.id)
-        asked = await self._edit_status(job, texts.status_text(job, now=time.time()), final=True)
+        message_id = message_id or self._status_ids.get(job.id)
+        asked = await self._edit_status(job, texts.status_text(job, now=time.time()), final=True, message_id=message_id)
         if asked is not None and message_id is not None:
             self._spawn(self._final_later(job, message_id, asked))
 
