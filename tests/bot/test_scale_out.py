@@ -8,30 +8,12 @@ Skips without a PostgreSQL server (fails instead under VQBOT_REQUIRE_POSTGRES=1)
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
-
 from tests.support.bot_harness import ALICE, BOB, CAROL, reply_with
-from tests.support.cluster import POLL_FOR_DUPLICATES_S, Cluster, fresh_database, results_of, submit
+from tests.support.cluster import POLL_FOR_DUPLICATES_S, Cluster, results_of, submit
 from tests.support.fake_discord import FakeDiscord
 from tests.support.waiting import eventually
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    yield from fresh_database()
-
-
-@pytest.fixture
-async def cluster(fake: FakeDiscord, tmp_path: Path, database: str) -> AsyncIterator[Cluster]:
-    made = Cluster(fake, tmp_path, database)
-    try:
-        yield made
-    finally:
-        await made.stop()
 
 
 async def test_members_jobs_spread_over_two_workers_and_are_posted_once_by_the_front_end(

@@ -13,7 +13,6 @@ import asyncio
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aiohttp
@@ -22,26 +21,12 @@ import pytest
 from storage.records import JobRecord
 from tests.support import postgres
 from tests.support.bot_harness import ALICE, BOB, CAROL, reply_with, status_edits, status_message
-from tests.support.cluster import POLL_FOR_DUPLICATES_S, Cluster, fresh_database, results_of, submit
+from tests.support.cluster import POLL_FOR_DUPLICATES_S, Cluster, results_of, submit
 from tests.support.fake_discord import FakeDiscord
 from tests.support.sockets import listening
 from tests.support.waiting import eventually
 
 OUTAGE_S = 8.0  # longer than a few result polls, relay rounds and claim polls: every loop meets it
-
-
-@pytest.fixture
-def database() -> Iterator[str]:
-    yield from fresh_database()
-
-
-@pytest.fixture
-async def cluster(fake: FakeDiscord, tmp_path: Path, database: str) -> AsyncIterator[Cluster]:
-    made = Cluster(fake, tmp_path, database)
-    try:
-        yield made
-    finally:
-        await made.stop()
 
 
 async def test_the_front_end_killed_while_workers_render_posts_their_results_once_when_it_returns(
@@ -88,10 +73,10 @@ async def _done(cluster: Cluster, ids: list[int]) -> list[JobRecord] | None:
 
 
 async def test_a_cancel_reaches_a_job_on_a_worker_within_seconds_through_the_relay(
-    fake: FakeDiscord, tmp_path: Path, database: str
+    fake: FakeDiscord, tmp_path: Path, cluster_database: str
 ) -> None:
     # the longest lease: its heartbeat (which also carries cancels) comes only every 20 s
-    cluster = Cluster(fake, tmp_path, database, workers=("w1",), BOT_LEASE_SECONDS="60")
+    cluster = Cluster(fake, tmp_path, cluster_database, workers=("w1",), BOT_LEASE_SECONDS="60")
     try:
         w1 = cluster.workers["w1"]
         w1.gate.hold_at(1)
@@ -135,10 +120,10 @@ async def _ended(cluster: Cluster, job_id: int) -> list[JobRecord] | None:
     ],
 )
 async def test_the_database_going_away_mid_run_loses_nothing_and_posts_nothing_twice(
-    fake: FakeDiscord, tmp_path: Path, database: str, how: str
+    fake: FakeDiscord, tmp_path: Path, cluster_database: str, how: str
 ) -> None:
     # a lease longer than the outage: no job is taken over for a heartbeat the database could not take
-    cluster = Cluster(fake, tmp_path, database, BOT_LEASE_SECONDS="45")
+    cluster = Cluster(fake, tmp_path, cluster_database, BOT_LEASE_SECONDS="45")
     try:
         w1, w2 = cluster.workers["w1"], cluster.workers["w2"]
         for worker in (w1, w2):
@@ -148,7 +133,7 @@ async def test_the_database_going_away_mid_run_loses_nothing_and_posts_nothing_t
         await asyncio.gather(w1.gate.held(), w2.gate.held())
         ids.append(await submit(fake, CAROL, "a tunnel"))  # queued: claimed once a worker is free
 
-        async with postgres.outage(database, how):
+        async with postgres.outage(cluster_database, how):
             for worker in (w1, w2):
                 worker.gate.release()  # the held jobs finish while their ends cannot be recorded
             refused = await fake.slash("imagine", user_id=CAROL, prompt="a moon", iterations=8)
@@ -173,9 +158,9 @@ async def test_the_database_going_away_mid_run_loses_nothing_and_posts_nothing_t
 
 
 async def test_a_worker_serves_metrics_and_its_device_health_on_the_metrics_port(
-    fake: FakeDiscord, tmp_path: Path, database: str
+    fake: FakeDiscord, tmp_path: Path, cluster_database: str
 ) -> None:
-    cluster = Cluster(fake, tmp_path, database, workers=("w1",), BOT_METRICS_PORT="0")
+    cluster = Cluster(fake, tmp_path, cluster_database, workers=("w1",), BOT_METRICS_PORT="0")
     try:
         w1 = cluster.workers["w1"]
         await w1.start()
